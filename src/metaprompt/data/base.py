@@ -1,0 +1,40 @@
+"""The items every dataset reader returns: labelled image paths grouped into splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One labelled image. ``impath`` is absolute; ``domain`` is empty outside domain generalisation."""
+
+    impath: str
+    label: int
+    classname: str
+    domain: str = ""
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset as read from disk: class names indexed by label, and train / val / test items.
+
+    ``domains`` lists the visual domains of a domain-generalisation dataset (each Datum names its
+    domain); it is empty for single-domain datasets. ``template`` is the dataset's hand-crafted prompt
+    key, looked up in :mod:`metaprompt.templates`.
+    """
+
+    name: str
+    classnames: list[str]
+    train: list[Datum]
+    val: list[Datum]
+    test: list[Datum]
+    domains: list[str] = field(default_factory=list)
+    template: str = "default"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def with_items(self, **splits: list[Datum]) -> "DatasetSplits":
+        """A copy with some of train / val / test (or classnames) replaced."""
+        return replace(self, **splits)

@@ -1,0 +1,45 @@
+"""A plain image folder: ``root/<split>/<class>/*.{png,jpg,...}``, split in train / val / test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import MetapromptError
+from .base import Datum, DatasetSplits
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSplits:
+    """Read ``root/<split>/<class>/`` folders. Class names are folder names with ``_`` as spaces;
+    labels follow the sorted folder names of the train split (or of the first split present)."""
+    root = Path(root)
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if not present:
+        raise MetapromptError(
+            f"{root}: expected an image folder with subfolders {', '.join(SPLITS)} "
+            "(each holding one folder per class), found none")
+    class_dirs = sorted(p.name for p in (root / present[0]).iterdir() if p.is_dir())
+    if not class_dirs:
+        raise MetapromptError(f"{root / present[0]}: expected one folder per class, found none")
+    label_of = {c: i for i, c in enumerate(class_dirs)}
+    classnames = [c.replace("_", " ") for c in class_dirs]
+    splits: dict[str, list[Datum]] = {s: [] for s in SPLITS}
+    for split in present:
+        for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            if cdir.name not in label_of:
+                raise MetapromptError(
+                    f"{cdir}: class folder not present in {root / present[0]} "
+                    f"(expected one of {', '.join(class_dirs)})")
+            label = label_of[cdir.name]
+            splits[split] += [Datum(str(p.resolve()), label, classnames[label]) for p in list_images(cdir)]
+    if not splits["train"] and not splits["test"]:
+        raise MetapromptError(f"{root}: no images found under {', '.join(present)} (expected {', '.join(IMAGE_SUFFIXES)} files)")
+    if not splits["val"]:
+        splits["val"] = []
+    return DatasetSplits(name=name, classnames=classnames, train=splits["train"], val=splits["val"], test=splits["test"])

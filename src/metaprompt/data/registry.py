@@ -1,0 +1,39 @@
+"""One registry of datasets, keyed by the names users type (``eurosat``, ``oxford_pets``, ``pacs``...).
+
+A reader takes the data root (the folder that holds one folder per dataset, CoOp's ``$DATA``) and
+returns :class:`DatasetSplits`. A path to a plain image folder (``<dir>/<split>/<class>/``) is accepted
+as a dataset too, read by :func:`read_image_folder`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..errors import MetapromptError
+from .base import DatasetSplits
+from .imagefolder import read_image_folder
+
+Reader = Callable[[Path], DatasetSplits]
+DATASETS: dict[str, Reader] = {}
+
+
+def register(name: str) -> Callable[[Reader], Reader]:
+    def wrap(fn: Reader) -> Reader:
+        DATASETS[name] = fn
+        return fn
+    return wrap
+
+
+@register("imagefolder")
+def _imagefolder(root: Path) -> DatasetSplits:
+    return read_image_folder(root)
+
+
+def build_dataset(name: str, root: str | Path) -> DatasetSplits:
+    """Read dataset ``name`` under ``root``. ``imagefolder`` reads ``root`` itself as a plain image folder."""
+    root = Path(root)
+    if not root.exists():
+        raise MetapromptError(f"data root {root} does not exist (expected the folder that holds the dataset folders)")
+    if name not in DATASETS:
+        raise MetapromptError(f"unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](root)
