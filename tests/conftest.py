@@ -1,0 +1,23 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import tiny_config_file  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_name(tmp_path_factory) -> str:
+    """Path of a tiny open_clip config JSON; load_clip accepts it as a model name."""
+    return str(tiny_config_file(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture()
+def tiny_clip(tiny_model_name):
+    from metaprompt.clip import load_clip
+
+    torch.manual_seed(0)
+    return load_clip(tiny_model_name)
