@@ -1,0 +1,49 @@
+"""The method zoo behind one registry: each method is a typed config (dataclass) plus one module."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..clip import PromptCLIP
+from ..errors import MetapromptError
+from .base import Batch, ComputeOptions, PromptMethod
+from .cocoop import CoCoOp, CoCoOpConfig
+from .coop import CoOp, CoOpConfig
+from .ivlp import IVLP, IVLPConfig
+from .maple import MaPLe, MaPLeConfig
+from .metaprompt import MetaPrompt, MetaPromptConfig
+from .vpt import VPT, VPTConfig
+from .zeroshot import ZeroShotCLIP, ZeroShotConfig
+
+METHODS: dict[str, type[PromptMethod]] = {
+    m.name: m for m in (ZeroShotCLIP, CoOp, CoCoOp, VPT, IVLP, MaPLe, MetaPrompt)
+}
+
+
+def method_class(name: str) -> type[PromptMethod]:
+    if name not in METHODS:
+        raise MetapromptError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def make_config(name: str, values: dict[str, Any] | None = None):
+    """The method's config dataclass with ``values`` applied (unknown keys are an error)."""
+    cls = method_class(name).config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values or {}) - fields)
+    if unknown:
+        raise MetapromptError(f"method {name!r} has no option {', '.join(unknown)}; its options are: "
+                              f"{', '.join(sorted(fields))}")
+    return cls(**(values or {}))
+
+
+def build_method(name: str, clip: PromptCLIP, classnames: list[str], config=None, dataset: str = "default",
+                 options: ComputeOptions | None = None) -> PromptMethod:
+    cls = method_class(name)
+    method = cls(config if config is not None else cls.config_class(), clip, classnames, dataset, options)
+    return method.to(clip.device)
+
+
+__all__ = ["METHODS", "Batch", "ComputeOptions", "PromptMethod", "build_method", "make_config", "method_class",
+           "CoCoOp", "CoCoOpConfig", "CoOp", "CoOpConfig", "IVLP", "IVLPConfig", "MaPLe", "MaPLeConfig",
+           "MetaPrompt", "MetaPromptConfig", "VPT", "VPTConfig", "ZeroShotCLIP", "ZeroShotConfig"]

@@ -1,0 +1,40 @@
+"""MaPLe (multi-modal prompt learning): deep text prompts; each layer's visual prompt is a learned linear
+function of that layer's text prompt."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..prompts import deep_prompts
+from .ivlp import IVLP
+
+
+@dataclass
+class MaPLeConfig:
+    n_ctx: int = 2
+    """Prompt tokens per layer (text and, through the coupling, vision)."""
+    depth: int = 9
+    """Blocks that receive prompts on both sides."""
+    ctx_init: str = "a photo of a"
+    """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random)."""
+
+
+class MaPLe(IVLP):
+    name = "maple"
+    config_class = MaPLeConfig
+
+    def build(self) -> None:
+        clip, cfg = self.clip, self.cfg
+        clip.require_text_prompts(self.name)
+        clip.require_visual_prompts(self.name)
+        self.text_prompts = deep_prompts(clip, cfg.depth, cfg.n_ctx, clip.d_text,
+                                         min(len(clip.model.transformer.resblocks),
+                                             len(clip.model.visual.transformer.resblocks)), cfg.ctx_init)
+        self.couplings = nn.ModuleList(nn.Linear(clip.d_text, clip.d_vis) for _ in range(cfg.depth))
+
+    @property
+    def visual_prompts(self) -> torch.Tensor:
+        """[depth, n_ctx, d_vis]: the coupling of each layer's text prompt."""
+        return torch.stack([f(p) for f, p in zip(self.couplings, self.text_prompts)])

@@ -1,0 +1,112 @@
+"""Learnable prompt tensors and the tokenised class prompts they are inserted into."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip import PromptCLIP
+from .errors import MetapromptError
+
+PROMPT_STD = 0.02
+PLACEHOLDER = "X"
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
+def random_prompts(*shape: int) -> nn.Parameter:
+    """Prompt vectors drawn from N(0, 0.02^2), the field's initialisation."""
+    return nn.Parameter(torch.randn(*shape) * PROMPT_STD)
+
+
+def context_from_text(clip: PromptCLIP, text: str, n_ctx: int) -> torch.Tensor:
+    """The token embeddings of the first ``n_ctx`` tokens of ``text`` (e.g. "a photo of a"): [n_ctx, d]."""
+    tokens = clip.tokenize([text])
+    n_tokens = int(clip.eot_index(tokens)[0]) - 1
+    if n_tokens < n_ctx:
+        raise MetapromptError(f"ctx_init {text!r} has {n_tokens} tokens, fewer than n_ctx={n_ctx}; "
+                              "use a longer ctx_init or a smaller n_ctx")
+    with torch.no_grad():
+        return clip.token_embeddings(tokens)[0, 1:1 + n_ctx].detach().float().cpu()
+
+
+def deep_prompts(clip: PromptCLIP, depth: int, n_ctx: int, width: int, layers: int,
+                 ctx_init: str = "") -> nn.Parameter:
+    """[depth, n_ctx, width] prompts: random, with layer 0 taken from ``ctx_init`` when given."""
+    if not 1 <= depth <= layers:
+        raise MetapromptError(f"prompt depth {depth} is outside 1..{layers}: the encoder has {layers} blocks "
+                              f"(set the method's depth option to at most {layers}, e.g. --set depth={layers})")
+    prompts = random_prompts(depth, n_ctx, width)
+    if ctx_init:
+        with torch.no_grad():
+            prompts[0] = context_from_text(clip, ctx_init, n_ctx)
+    return prompts
+
+
+class ClassPrompts:
+    """The tokenised prompt of every class, ``"<prefix> <class name>."``, and where learned context goes.
+
+    ``prefix`` is ``ctx_init`` when given, else ``n_ctx`` placeholder words; the learned context overwrites
+    the first ``n_ctx`` prefix tokens. ``position`` places the class name after (``end``), inside
+    (``middle``) or before (``front``) the context, as in CoOp. Underscores in class names become spaces.
+    """
+
+    def __init__(self, clip: PromptCLIP, classnames: list[str], n_ctx: int, ctx_init: str = "",
+                 position: str = "end"):
+        if position not in CLASS_TOKEN_POSITIONS:
+            raise MetapromptError(f"class_token_position {position!r}; expected one of {', '.join(CLASS_TOKEN_POSITIONS)}")
+        if position != "end" and ctx_init:
+            raise MetapromptError("ctx_init works with class_token_position 'end' only (as in CoOp)")
+        self.n_ctx = n_ctx
+        names = [c.replace("_", " ") for c in classnames]
+        prefix = ctx_init or " ".join([PLACEHOLDER] * n_ctx)
+        name_lengths = (clip.eot_index(clip.tokenize(names)) - 1).tolist()
+        texts, positions = [], []
+        for name, length in zip(names, name_lengths):
+            text, pos = _place(prefix, name, n_ctx, length, position)
+            texts.append(text)
+            positions.append(pos)
+        self.tokens = clip.tokenize(texts)
+        self.eot = clip.eot_index(self.tokens)
+        self.positions = torch.tensor(positions, dtype=torch.long, device=self.tokens.device)
+        self.contiguous = position == "end"
+        with torch.no_grad():
+            self.embeddings = clip.token_embeddings(self.tokens).detach()
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def embed(self, ctx: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings [C, L, d] with ``ctx`` ([n_ctx, d] shared or [C, n_ctx, d] per class) in place,
+        for all classes or the class ids in ``classes``."""
+        base = self.embeddings if classes is None else self.embeddings[classes]
+        ctx = ctx.to(base.dtype)
+        if self.contiguous:
+            ctx = ctx.expand(base.shape[0], -1, -1) if ctx.dim() == 2 else ctx
+            return torch.cat([base[:, :1], ctx, base[:, 1 + self.n_ctx:]], dim=1)
+        positions = self.positions if classes is None else self.positions[classes]
+        x = base.clone()
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        x[rows, positions] = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
+        return x
+
+    def eot_of(self, classes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.eot if classes is None else self.eot[classes]
+
+    def features(self, clip: PromptCLIP, ctx: torch.Tensor, deep: torch.Tensor | None = None,
+                 classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised text features [C, D]: ``ctx`` as layer 0, ``deep`` [depth, n_ctx, d] for layers 1+."""
+        with clip.autocast():
+            x = self.embed(ctx, classes)
+            return F.normalize(clip.encode_text_embeddings(x, self.eot_of(classes), deep).float(), dim=-1)
+
+
+def _place(prefix: str, name: str, n_ctx: int, name_len: int, position: str) -> tuple[str, list[int]]:
+    """The prompt text for one class and the token positions of its ``n_ctx`` context tokens."""
+    if position == "end":
+        return f"{prefix} {name}.", list(range(1, 1 + n_ctx))
+    if position == "front":
+        return f"{name} {prefix}.", list(range(1 + name_len, 1 + name_len + n_ctx))
+    half = n_ctx // 2
+    words = prefix.split(" ")
+    text = f"{' '.join(words[:half])} {name} {' '.join(words[half:])}.".strip()
+    return text, list(range(1, 1 + half)) + list(range(1 + half + name_len, 1 + n_ctx + name_len))
