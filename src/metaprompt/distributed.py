@@ -59,3 +59,7 @@ def init_from_environment() -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))

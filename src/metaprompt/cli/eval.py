@@ -1,0 +1,50 @@
+"""`metaprompt eval`: accuracy of a prompt artifact on a dataset's test images, over any class list."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import load_method
+from ..engine import evaluate
+from ..tasks import build_task
+from .common import add_data_args, add_runtime_args, compute_options, device_of, task_spec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a prompt artifact on a dataset",
+        description="Evaluate trained prompts on a dataset's test split over its base, new or all classes "
+                    "(any class list works: the prompts do not depend on the training classes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
+    p.add_argument("--pretrained", default=None,
+                   help="load CLIP weights from here instead of the artifact's pretrained tag (e.g. a local file)")
+    p.add_argument("--batch-size", type=int, default=100, help="test batch size")
+    p.add_argument("--dump-logits", default=None, metavar="FILE.npz",
+                   help="save logits [N, C], labels [N] and classnames to this .npz file")
+    add_data_args(p)
+    add_runtime_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    task = build_task(task_spec(args, shots=0, seed=1))
+    items = task.val if args.split == "val" else task.test
+    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)
+    opts = compute_options(args)
+    method.options = opts
+    method.clip.truncate_context = opts.truncate_context
+    method.set_classes(task.classnames)
+    result = evaluate(method, items, args.batch_size, 2 if args.workers is None else args.workers,
+                      progress=not args.no_progress, skip_bad_images=args.skip_bad_images, desc=args.split)
+    if args.dump_logits:
+        Path(args.dump_logits).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.dump_logits, logits=result.logits.numpy(), labels=result.labels.numpy(),
+                 classnames=np.array(task.classnames))
+    skipped = f", {result.skipped_images} unreadable images skipped" if result.skipped_images else ""
+    print(f"accuracy: {result.accuracy:.2f}% ({len(result.labels)} images, {len(task.classnames)} classes, "
+          f"{args.classes} classes of {args.dataset} {args.split}{skipped})")
+    return 0

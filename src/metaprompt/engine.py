@@ -1,0 +1,292 @@
+"""The training and evaluation loop: SGD with the field's warm-up + cosine schedule, mixed precision,
+one or many processes, checkpoints that resume bit-identically, progress bars.
+
+The shape is Dassl's (build, before/after epoch, forward_backward, test) without the framework.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from . import distributed as dist
+from .data.base import Datum
+from .data.dataset import ImageDataset, collate
+from .data.transforms import test_transform, train_transform
+from .errors import MetapromptError
+from .methods.base import Batch, PromptMethod
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and data settings (defaults: MetaPrompt's base-to-new configuration)."""
+
+    epochs: int = 8
+    batch_size: int = 16
+    """Global batch: split evenly over processes when distributed."""
+    test_batch_size: int = 100
+    lr: float = 0.0015
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    """Constant LR during the warm-up epochs (the field's ConstantWarmupScheduler)."""
+    shots: int = 16
+    """Training images per class (per class per source domain in domain generalisation); 0 = all."""
+    seed: int = 1
+    precision: str = "fp32"
+    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision)."""
+    num_workers: int = 2
+    augment_views: int = 0
+    """Distinct augmented views per training image (0: a new view every epoch)."""
+    max_steps: int = 0
+    """Stop after this many training steps (0: no limit); for smoke tests."""
+
+
+def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
+    """The LR of ``epoch`` (0-based): ``warmup_lr`` for the warm-up epochs, then cosine annealing over
+    ``epochs`` evaluated at the epoch index, as Dassl's ConstantWarmupScheduler + CosineAnnealingLR."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given."""
+
+    def __init__(self, method: PromptMethod, items: list[Datum], cfg: TrainConfig, *, domains: list[str] | None = None,
+                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False):
+        if not method.trainable_parameters():
+            raise MetapromptError(f"method {method.name!r} has nothing to train")
+        if not items:
+            raise MetapromptError("the training split is empty")
+        self.method, self.cfg = method, cfg
+        self.work_dir = Path(work_dir) if work_dir else None
+        self.progress = progress and dist.is_main()
+        self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        clip = method.clip
+        self.dataset = ImageDataset(items, train_transform(clip.image_size, clip.mean, clip.std), domains,
+                                    seed=cfg.seed, skip_bad_images=skip_bad_images)
+        self.loader = self._loader()
+        self.state = TrainState()
+        self.skipped_images = 0
+        self._stop_signal: int | None = None
+
+    def _loader(self) -> DataLoader:
+        world = dist.world_size()
+        if self.cfg.batch_size % world:
+            raise MetapromptError(f"batch_size {self.cfg.batch_size} does not split evenly over {world} processes")
+        per_process = self.cfg.batch_size // world
+        drop_last = len(self.dataset) >= self.cfg.batch_size
+        self.sampler = DistributedSampler(self.dataset, num_replicas=world, rank=dist.rank(), shuffle=True,
+                                          seed=self.cfg.seed, drop_last=drop_last)
+        return DataLoader(self.dataset, batch_size=per_process, sampler=self.sampler, drop_last=drop_last,
+                          num_workers=self.cfg.num_workers, collate_fn=collate,
+                          persistent_workers=False)
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.work_dir / CHECKPOINT_NAME if self.work_dir else None
+
+    def save_checkpoint(self) -> None:
+        """Trained tensors, optimiser, epoch / step and every RNG state, written atomically (rank 0)."""
+        if self.checkpoint_path is None or not dist.is_main():
+            return
+        payload = {
+            "tensors": self.method.trained_tensors(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": asdict(self.state),
+            "rng": rng_states(self.method),
+            "skipped_images": self.skipped_images,
+        }
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def try_resume(self) -> bool:
+        """Load the checkpoint in ``work_dir`` if there is one; True when resumed."""
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            self.method.load_trained_tensors(payload["tensors"], source=str(path))
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except MetapromptError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
+            raise MetapromptError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from None
+        self.state = TrainState(**payload["state"])
+        self.skipped_images = payload.get("skipped_images", 0)
+        set_rng_states(self.method, payload["rng"])
+        return True
+
+    # ----------------------------------------------------------------- training
+    def fit(self) -> TrainState:
+        """Train from the start, or from the checkpoint in ``work_dir``, to the last epoch."""
+        seed_everything(self.cfg.seed)
+        self.try_resume()
+        with self._stop_on_signals():
+            for epoch in range(self.state.epoch, self.cfg.epochs):
+                if self._budget_spent():
+                    break
+                self.run_epoch(epoch)
+                self.state.epoch = epoch + 1
+                self.save_checkpoint()
+        return self.state
+
+    def _budget_spent(self) -> bool:
+        return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
+
+    def run_epoch(self, epoch: int) -> None:
+        lr = lr_at_epoch(self.cfg, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_view(epoch % self.cfg.augment_views if self.cfg.augment_views else epoch)
+        self.method.train()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        losses, accs = [], []
+        for raw in bar:
+            self.skipped_images += raw["skipped"]
+            if "image" not in raw:
+                continue
+            stats = self.method.forward_backward(to_batch(raw, self.method.device), self.optimizer)
+            self.state.step += 1
+            if not math.isfinite(stats["loss"]):
+                raise MetapromptError(
+                    f"loss became {stats['loss']} at step {self.state.step} (epoch {epoch + 1}); training stopped. "
+                    f"The last good checkpoint (end of epoch {self.state.epoch}) is kept"
+                    + (f" in {self.checkpoint_path}" if self.checkpoint_path else "")
+                    + "; try a lower lr or --set precision=fp32")
+            losses.append(stats["loss"])
+            accs.append(stats["acc"])
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{np.mean(accs):.1f}", lr=f"{lr:.2e}")
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            if self._budget_spent():
+                break
+        self.state.history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
+                                   "acc": float(np.mean(accs)) if accs else None})
+
+    def _stop_on_signals(self):
+        """On SIGTERM / SIGINT: finish the current step, keep the last epoch's checkpoint, stop."""
+        trainer = self
+
+        class _Guard:
+            def __enter__(self):
+                self.previous = {}
+                if not _in_main_thread():
+                    return self
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.previous[sig] = signal.signal(sig, self.handle)
+                return self
+
+            def handle(self, signum, frame):
+                trainer._stop_signal = signum
+
+            def __exit__(self, *exc):
+                for sig, handler in self.previous.items():
+                    signal.signal(sig, handler)
+                return False
+
+        return _Guard()
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def to_batch(raw: dict, device: torch.device) -> Batch:
+    return Batch(images=raw["image"].to(device, non_blocking=True), labels=raw["label"].to(device),
+                 domains=raw["domain"].to(device))
+
+
+def rng_states(method: PromptMethod) -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(method, "split_generator", None)
+    if generator is not None:
+        states["split"] = generator.get_state()
+    return states
+
+
+def set_rng_states(method: PromptMethod, states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "split" in states:
+        method.split_generator.set_state(states["split"])
+
+
+# --------------------------------------------------------------------- evaluation
+@dataclass
+class EvalResult:
+    accuracy: float
+    logits: torch.Tensor
+    labels: torch.Tensor
+    skipped_images: int = 0
+    seconds: float = 0.0
+
+
+def iterate_test(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int,
+                 skip_bad_images: bool = False) -> Iterator[dict]:
+    clip = method.clip
+    dataset = ImageDataset(items, test_transform(clip.image_size, clip.mean, clip.std),
+                           skip_bad_images=skip_bad_images)
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+
+
+def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, num_workers: int = 2,
+             progress: bool = True, skip_bad_images: bool = False, desc: str = "evaluate") -> EvalResult:
+    """Logits of every item over the method's current classes, and the accuracy (%)."""
+    if not items:
+        raise MetapromptError("the evaluation split is empty")
+    start = time.perf_counter()
+    logits, labels, skipped = [], [], 0
+    with method.evaluation():
+        loader = iterate_test(method, items, batch_size, num_workers, skip_bad_images)
+        for raw in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+            skipped += raw["skipped"]
+            if "image" not in raw:
+                continue
+            logits.append(method.model_inference(raw["image"].to(method.device)).float().cpu())
+            labels.append(raw["label"])
+    if not logits:
+        raise MetapromptError("no readable image in the evaluation split")
+    all_logits, all_labels = torch.cat(logits), torch.cat(labels)
+    acc = float((all_logits.argmax(-1) == all_labels).float().mean()) * 100
+    return EvalResult(acc, all_logits, all_labels, skipped, time.perf_counter() - start)
