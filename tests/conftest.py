@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import tiny_config_file  # noqa: E402
+from tiny import tiny_checkpoint, tiny_config_file  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,9 @@ def tiny_clip(tiny_model_name):
 
     torch.manual_seed(0)
     return load_clip(tiny_model_name)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_model_name) -> str:
+    """A state-dict file of fixed random weights for the tiny model (a local checkpoint, as users pass)."""
+    return str(tiny_checkpoint(tiny_model_name))

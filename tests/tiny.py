@@ -21,6 +21,19 @@ def tiny_config_file(folder: Path, name: str = "tiny-vit") -> Path:
     return path
 
 
+def tiny_checkpoint(config: Path, seed: int = 0) -> Path:
+    """Random weights for the config, saved as a state-dict file (pass it as --pretrained)."""
+    import open_clip
+    import torch
+
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(Path(config).stem)
+    path = Path(config).with_suffix(".pt")
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def make_image_folder(root: Path, classes: list[str], per_class: dict[str, int], size: int = 32,
                       seed: int = 0) -> Path:
     """``root/<split>/<class>/<i>.png`` with coloured noise images whose mean colour depends on the class."""
