@@ -25,7 +25,8 @@ def prepare(argv: list[str], capsys, monkeypatch) -> tuple[int, str]:
 CASES = {
     "eurosat": (layouts.make_tv_eurosat, ["Annual Crop Land", "Forest", "Sea or Lake"], 5),
     "dtd": (layouts.make_tv_dtd, ["banded", "blotchy", "braided"], 5),
-    "oxford_flowers": (layouts.make_tv_flowers102, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"], 5),
+    "oxford_flowers": (layouts.make_tv_flowers102,
+                       ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"], 5),
     "oxford_pets": (layouts.make_tv_oxford_pets, ["abyssinian", "american_bulldog", "bengal"], 5),
     "food101": (layouts.make_tv_food101, ["apple_pie", "baklava", "tacos"], 5),
     "caltech101": (layouts.make_tv_caltech101, ["face", "accordion", "airplane"], 5),
@@ -62,7 +63,7 @@ def test_prepare_is_deterministic_and_keeps_an_existing_split(tmp_path, capsys, 
     split_file = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
     first = split_file.read_text()
     code, output = prepare(["eurosat", "--root", str(tmp_path)], capsys, monkeypatch)
-    assert code == 0 and "official split file present, kept" in output
+    assert code == 0 and "split file present, kept" in output
     assert split_file.read_text() == first
     split_file.unlink()
     prepare(["eurosat", "--root", str(tmp_path), "--seed", "3"], capsys, monkeypatch)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,20 @@ def test_malformed_list_line_names_file_line_and_format(tmp_path):
     assert "<relpath> <label>" in message
 
 
+def test_malformed_json_entry_names_entry_and_format(tmp_path):
+    folder = make_coop_dataset(tmp_path, "food101")
+    split_file = folder / "split_zhou_Food101.json"
+    content = json.loads(split_file.read_text())
+    content["test"][1] = ["apple_pie/6.jpg", "0", "apple_pie"]
+    split_file.write_text(json.dumps(content))
+    expected = r"Food101\.json: 'test' entry 2 is .*; expected \[relpath, label, classname\]"
+    with pytest.raises(MetapromptError, match=expected):
+        build_dataset("food101", tmp_path)
+    split_file.write_text(json.dumps({"train": []}))
+    with pytest.raises(MetapromptError, match=r"found keys \['train'\]"):
+        build_dataset("food101", tmp_path)
+
+
 def test_missing_image_in_list_file_names_line(tmp_path):
     folder = make_pacs(tmp_path)
     (folder / "images" / "photo" / "giraffe" / "pic_001.jpg").unlink()
@@ -207,3 +222,10 @@ def test_empty_split_is_an_error(tmp_path):
 def test_missing_dataset_folder_is_named(tmp_path):
     with pytest.raises(MetapromptError, match=r"oxford_flowers: dataset folder not found \(expected jpg/ and"):
         build_dataset("oxford_flowers", tmp_path)
+
+
+def test_dg_class_folders_must_agree_across_domains(tmp_path):
+    folder = make_vlcs(tmp_path)
+    shutil.rmtree(folder / "SUN" / "test" / "chair")
+    with pytest.raises(MetapromptError, match=r"SUN/test: class folders differ from those of .*differing: \['chair'\]"):
+        build_dataset("vlcs", tmp_path)

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import MetapromptError
 
-COMMAND_MODULES = ["train", "eval", "predict"]
+COMMAND_MODULES = ["train", "eval", "predict", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,13 +15,23 @@ from .imagefolder import read_image_folder
 
 Reader = Callable[[Path], DatasetSplits]
 DATASETS: dict[str, Reader] = {}
+DATASET_FOLDERS: dict[str, str] = {}  # registry name -> its folder under the data root
 
 
-def register(name: str) -> Callable[[Reader], Reader]:
+def register(name: str, folder: str | None = None) -> Callable[[Reader], Reader]:
+    """Register a reader under ``name``; ``folder`` is the dataset's folder under the data root (none
+    for readers that take a folder of their own, such as ``imagefolder``)."""
     def wrap(fn: Reader) -> Reader:
         DATASETS[name] = fn
+        if folder is not None:
+            DATASET_FOLDERS[name] = folder
         return fn
     return wrap
+
+
+def known_datasets() -> list[str]:
+    """The datasets that live under a data root, in registration order."""
+    return list(DATASET_FOLDERS)
 
 
 @register("imagefolder")
@@ -37,3 +47,7 @@ def build_dataset(name: str, root: str | Path) -> DatasetSplits:
     if name not in DATASETS:
         raise MetapromptError(f"unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root)
+
+
+# The reader modules register themselves on import; they import ``register`` from here, defined above.
+from . import imagenet, coop, dg  # noqa: E402,F401,I001

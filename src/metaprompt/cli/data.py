@@ -1,0 +1,59 @@
+"""``metaprompt data``: check the datasets under a data root, or prepare CoOp's layout from torchvision's
+downloads."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.check import check_datasets, failed, format_check
+from ..data.prepare import DEFAULT_SEED, PREPARABLE, prepare_dataset
+from ..data.registry import known_datasets
+
+ROOT_HELP = "the data root: the folder holding one folder per dataset (CoOp's $DATA)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data", help="check or prepare datasets on disk",
+        description="Check which datasets under a data root are found, missing or broken, or build CoOp's "
+                    "folder layout for a dataset from the files torchvision downloads.")
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    check = sub.add_parser(
+        "check", help="report each dataset under a data root as found, missing or broken",
+        description="Read each dataset under the data root and report it as found (with its classes and split "
+                    "sizes), missing (no folder) or broken (naming the file or folder that is missing or "
+                    "malformed and what was expected). Exits non-zero when a requested dataset is missing or "
+                    "broken; with no --dataset, when any dataset present is broken.")
+    check.add_argument("--root", type=Path, required=True, help=ROOT_HELP)
+    check.add_argument("--dataset", dest="datasets", metavar="NAME", nargs="+", action="extend",
+                       choices=known_datasets(),
+                       help="datasets to check (repeatable; default: all known: %(choices)s)")
+    check.set_defaults(func=run_check)
+
+    prepare = sub.add_parser(
+        "prepare", help="build CoOp's layout for a dataset from torchvision's files",
+        description="Build CoOp's folder layout for NAME under the data root from the files torchvision's "
+                    "dataset class downloads (linked, not copied, where the file system allows). When CoOp's "
+                    "split_zhou_*.json file is absent, one is made with CoOp's recipe (per class 50% train, "
+                    "20% val, 30% test) and the output says so.")
+    prepare.add_argument("name", metavar="NAME", choices=PREPARABLE,
+                         help="the dataset to prepare: %(choices)s")
+    prepare.add_argument("--root", type=Path, required=True, help=ROOT_HELP)
+    prepare.add_argument("--download", action="store_true",
+                         help="fetch the files with torchvision first (default: use files already under --root)")
+    prepare.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                         help="seed of the split made when no split file exists (default: %(default)s)")
+    prepare.set_defaults(func=run_prepare)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    results = check_datasets(args.root, args.datasets)
+    for result in results:
+        print(format_check(result))
+    return 1 if failed(results, requested=bool(args.datasets)) else 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    prepare_dataset(args.name, args.root, download=args.download, seed=args.seed)
+    return 0

@@ -1,0 +1,155 @@
+"""Domain-generalisation layouts (Dassl's folders) and the offline world's DomainNet-style copy.
+
+Two kinds of layout, each read by one parameterised function:
+
+- list files (PACS, DomainNet, world_dg): ``splits/<domain>_<split>.txt`` with ``<relpath> <label>`` lines;
+- class folders (VLCS, OfficeHome): ``<domain>/<split>/<class>/*``, labels from the sorted class folders.
+
+Every reader returns all domains at once: each Datum names its domain, and train / val / test hold every
+domain's items of that split. Which of them a leave-one-domain-out task uses is decided in
+:func:`metaprompt.data.fewshot.dg_task`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from ..errors import MetapromptError
+from .base import Datum, DatasetSplits
+from .imagefolder import SPLITS
+from .layout import (classnames_of, dataset_folder, existing_image, folder_classname, image_files, numbered_lines,
+                     path_and_label, require_items, subfolders, template_key)
+from .registry import register
+
+
+@dataclass(frozen=True)
+class ListFileLayout:
+    """``<folder>/splits/<list file>`` per domain and split, lines ``<relpath> <label>`` with relpaths
+    relative to ``<folder>/<image_dir>``. ``list_files`` maps a split to its file name pattern (``{}`` is
+    the domain); a split without a pattern is empty. Class names come from each relpath's class folder."""
+
+    name: str
+    folder: str
+    domains: tuple[str, ...]
+    list_files: dict[str, str]
+    image_dir: str = ""
+    first_label: int = 0
+    skip: frozenset[str] = field(default_factory=frozenset)
+
+
+PACS = ListFileLayout(
+    name="pacs", folder="pacs", domains=("art_painting", "cartoon", "photo", "sketch"),
+    list_files={"train": "{}_train_kfold.txt", "val": "{}_crossval_kfold.txt", "test": "{}_test_kfold.txt"},
+    image_dir="images", first_label=1,
+    skip=frozenset({"sketch/dog/n02103406_4068-1.png"}),  # an unreadable file listed in the official splits
+)
+DOMAINNET = ListFileLayout(
+    name="domainnet", folder="domainnet",
+    domains=("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
+    list_files={"train": "{}_train.txt", "test": "{}_test.txt"},
+)
+WORLD_DG = ListFileLayout(
+    name="world_dg", folder="world", domains=("photo", "cartoon", "sketch", "painting"),
+    list_files={"train": "{}_train.txt", "test": "{}_test.txt"},
+)
+
+
+def read_list_file_dg(root: str | Path, layout: ListFileLayout) -> DatasetSplits:
+    """Read a DG dataset whose splits are ``splits/<domain>_<split>.txt`` list files."""
+    lists = ", ".join(sorted({p.format("<domain>") for p in layout.list_files.values()}))
+    folder = dataset_folder(root, layout.folder, f"<domain>/<class>/ image folders and splits/{lists}")
+    image_dir = folder / layout.image_dir
+    splits: dict[str, list[Datum]] = {}
+    for split in SPLITS:
+        pattern = layout.list_files.get(split)
+        splits[split] = [] if pattern is None else [
+            item for domain in layout.domains
+            for item in _list_items(folder / "splits" / pattern.format(domain), image_dir, domain, split, layout)]
+    classnames = classnames_of((d for split in SPLITS for d in splits[split]), folder / "splits")
+    return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
+                         test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+
+
+def _list_items(list_file: Path, image_dir: Path, domain: str, split: str, layout: ListFileLayout) -> list[Datum]:
+    expected = (f"'<relpath> <label>' lines, relpath relative to {image_dir} and labels counted from "
+                f"{layout.first_label} (e.g. '{domain}/<class>/<file> {layout.first_label}')")
+    items = []
+    for number, line in numbered_lines(list_file, expected):
+        relpath, label = path_and_label(list_file, number, line, expected)
+        if relpath in layout.skip:
+            continue
+        impath = existing_image(image_dir, relpath, list_file, f"line {number}")
+        classname = folder_classname(Path(relpath).parent.name)
+        items.append(Datum(impath, label - layout.first_label, classname, domain))
+    return require_items(items, list_file, f"{domain} {split}")
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """``<folder>/<domain>/<sub-folder>/<class>/*`` images. ``split_dirs`` maps each split to the
+    domain sub-folders it gathers. Labels follow the sorted class folders, which every sub-folder of
+    every domain must share; class names are folder names lower-cased (as Dassl does)."""
+
+    name: str
+    folder: str
+    domains: tuple[str, ...]
+    split_dirs: dict[str, tuple[str, ...]]
+
+
+VLCS = FolderLayout(
+    name="vlcs", folder="VLCS", domains=("caltech", "labelme", "pascal", "sun"),
+    split_dirs={"train": ("train",), "val": ("crossval",), "test": ("test",)},
+)
+OFFICE_HOME = FolderLayout(
+    name="office_home", folder="office_home_dg", domains=("art", "clipart", "product", "real_world"),
+    split_dirs={"train": ("train",), "val": ("val",), "test": ("train", "val")},  # no test split: test is all
+)
+
+
+def read_folder_dg(root: str | Path, layout: FolderLayout) -> DatasetSplits:
+    """Read a DG dataset laid out as ``<domain>/<split>/<class>/`` image folders."""
+    subdirs = sorted({d for dirs in layout.split_dirs.values() for d in dirs})
+    folder = dataset_folder(root, layout.folder, f"<domain>/{{{','.join(subdirs)}}}/<class>/ image folders")
+    domain_dirs = {domain: _domain_dir(folder, domain) for domain in layout.domains}
+    class_folders = _shared_class_folders(domain_dirs, subdirs)
+    classnames = [folder_classname(c.lower()) for c in class_folders]
+    splits = {split: require_items(_folder_items(domain_dirs, dirs, class_folders, classnames), folder, split)
+              for split, dirs in layout.split_dirs.items()}
+    return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
+                         test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+
+
+def _domain_dir(folder: Path, domain: str) -> Path:
+    """``folder/<domain>``; Dassl's VLCS download spells domain folders in capitals (``CALTECH``)."""
+    for candidate in (folder / domain, folder / domain.upper()):
+        if candidate.is_dir():
+            return candidate
+    raise MetapromptError(f"{folder / domain}: domain folder not found (expected {domain}/ or {domain.upper()}/)")
+
+
+def _shared_class_folders(domain_dirs: dict[str, Path], subdirs: list[str]) -> list[str]:
+    """The sorted class folders, which every ``<domain>/<sub-folder>/`` must hold alike."""
+    listings = [(d / sub, [p.name for p in subfolders(d / sub, "one folder per class")])
+                for d in domain_dirs.values() for sub in subdirs]
+    first_dir, classes = listings[0]
+    for path, names in listings[1:]:
+        if names != classes:
+            differing = sorted(set(names) ^ set(classes))[:5]
+            raise MetapromptError(f"{path}: class folders differ from those of {first_dir} (expected the same "
+                                  f"classes in every domain and split; differing: {differing})")
+    return classes
+
+
+def _folder_items(domain_dirs: dict[str, Path], subdirs: tuple[str, ...], class_folders: list[str],
+                  classnames: list[str]) -> list[Datum]:
+    """The images of ``<domain>/<sub>/<class>/`` for every domain and each of ``subdirs``."""
+    return [Datum(str(p), label, classnames[label], domain)
+            for domain, domain_dir in domain_dirs.items() for sub in subdirs
+            for label, name in enumerate(class_folders) for p in image_files(domain_dir / sub / name)]
+
+
+for _layout in (PACS, DOMAINNET, WORLD_DG):
+    register(_layout.name, _layout.folder)(partial(read_list_file_dg, layout=_layout))
+for _folder_layout in (VLCS, OFFICE_HOME):
+    register(_folder_layout.name, _folder_layout.folder)(partial(read_folder_dg, layout=_folder_layout))

@@ -1,0 +1,132 @@
+"""Helpers every on-disk reader shares: finding the dataset folder, reading list files line by line,
+checking that named images exist, and turning labelled items into a class-name list.
+
+Every problem raises :class:`MetapromptError` with a one-line message naming the file or folder, what
+was expected and what was found, so that ``metaprompt data check`` can print it as is.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..errors import MetapromptError
+from ..templates import METAPROMPT, ZERO_SHOT
+from .base import Datum
+from .imagefolder import IMAGE_SUFFIXES
+
+DEFAULT_TEMPLATE = "default"
+
+
+def template_key(name: str) -> str:
+    """The dataset's key in :mod:`metaprompt.templates`, or ``default`` when it has no template of its own."""
+    return name if name in ZERO_SHOT or name in METAPROMPT else DEFAULT_TEMPLATE
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute without resolving symlinks (a linked image folder keeps its own name)."""
+    return Path(os.path.abspath(path))
+
+
+def dataset_folder(root: str | Path, folder: str, expected: str) -> Path:
+    """``root/folder``, which must exist; ``expected`` describes what it should hold."""
+    path = absolute(root) / folder
+    if not path.is_dir():
+        raise MetapromptError(f"{path}: dataset folder not found (expected {expected})")
+    return path
+
+
+def require_dir(path: Path, expected: str) -> Path:
+    if not path.is_dir():
+        raise MetapromptError(f"{path}: folder not found (expected {expected})")
+    return path
+
+
+def require_file(path: Path, expected: str) -> Path:
+    if not path.is_file():
+        raise MetapromptError(f"{path}: file not found (expected {expected})")
+    return path
+
+
+def numbered_lines(path: Path, expected: str) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of text file ``path``, stripped, with their 1-based line numbers."""
+    require_file(path, expected)
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                yield number, line.strip()
+
+
+def malformed(path: Path, number: int, line: str, expected: str) -> MetapromptError:
+    return MetapromptError(f"{path}: line {number}: {line!r} is malformed; expected {expected}")
+
+
+def path_and_label(path: Path, number: int, line: str, expected: str) -> tuple[str, int]:
+    """Parse a ``<relpath> <integer label>`` line of list file ``path``."""
+    parts = line.rsplit(None, 1)
+    if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        raise malformed(path, number, line, expected)
+    return parts[0], int(parts[1])
+
+
+def existing_image(base: Path, relpath: str, source: Path, where: str) -> str:
+    """The absolute path of ``base/relpath``; ``where`` says which entry of ``source`` names it."""
+    impath = base / relpath
+    if not impath.is_file():
+        raise MetapromptError(f"{source}: {where} names {relpath!r}, but {impath} does not exist")
+    return str(impath)
+
+
+def folder_classname(folder: str) -> str:
+    """A class name derived from a folder name: underscores become spaces."""
+    return folder.replace("_", " ")
+
+
+def subfolders(path: Path, expected: str) -> list[Path]:
+    """The sub-folders of ``path``, sorted by name; there must be at least one."""
+    found = sorted(p for p in require_dir(path, expected).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise MetapromptError(f"{path}: no sub-folders found (expected {expected})")
+    return found
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``, sorted by name (``scandir``: no stat per file, which
+    matters for ImageNet's 1.3 million images)."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries
+                      if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``; there must be at least one."""
+    found = image_files(folder)
+    if not found:
+        raise MetapromptError(f"{folder}: no images found (expected image files such as .jpg or .png)")
+    return found
+
+
+def require_items(items: list[Datum], source: Path, what: str) -> list[Datum]:
+    """``items``, which must not be empty: a reader never silently returns an empty split."""
+    if not items:
+        raise MetapromptError(f"{source}: the {what} split is empty (expected at least one image)")
+    return items
+
+
+def classnames_of(items: Iterable[Datum], source: Path) -> list[str]:
+    """Class names indexed by label, from labelled items; labels must run 0..n-1 with one name each."""
+    names: dict[int, str] = {}
+    for item in items:
+        known = names.setdefault(item.label, item.classname)
+        if known != item.classname:
+            raise MetapromptError(
+                f"{source}: label {item.label} is named both {known!r} and {item.classname!r} "
+                "(expected one class name per label)")
+    if not names:
+        raise MetapromptError(f"{source}: no labelled images found")
+    missing = sorted(set(range(max(names) + 1)) - set(names))
+    if min(names) < 0 or missing:
+        raise MetapromptError(
+            f"{source}: labels must run from 0 to {max(names)} without gaps; "
+            f"found {len(names)} labels from {min(names)} (missing: {missing[:5]})")
+    return [names[label] for label in range(len(names))]
