@@ -2,6 +2,7 @@
 YAML inside the package; ``--set key=value`` overrides with type checks."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -140,6 +141,9 @@ def coerce(key: str, raw: str, annotation: Any, owner: type) -> Any:
         return None
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in allowed and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     if str in allowed and not isinstance(value, str):
         return raw
     for kind in allowed:

@@ -3,13 +3,21 @@
 Losses that are averaged over a subset of a batch whose size differs per process (MetaPrompt's
 meta-train / meta-test halves) are written as ``sum / global count``, and gradients are summed across
 processes, so that N processes compute exactly what one process computes on the global batch.
+:class:`GlobalBatchSampler` makes the global batches themselves those of one process.
 """
 from __future__ import annotations
 
+import atexit
 import os
+from typing import Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from .errors import MetapromptError
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -28,31 +36,107 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _collective_device() -> torch.device:
+    """Where the backend reduces: the process's GPU under nccl, the CPU under gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def global_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum of a tensor over all processes (itself when not distributed)."""
-    if is_distributed():
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
+    """Sum of a tensor over all processes (itself when not distributed), on the tensor's own device."""
+    if not is_distributed():
+        return value
+    reduced = value.to(_collective_device(), copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(value.device)
 
 
-def sum_gradients(tensors: list[torch.Tensor]) -> None:
-    """In place: each gradient (or tensor) becomes its sum over processes."""
+def sum_gradients(tensors: list[torch.Tensor | None]) -> None:
+    """In place: each gradient (or tensor) becomes its sum over processes, in one collective call.
+    Every process must pass the same tensors (the same ones None)."""
+    present = [t for t in tensors if t is not None]
+    if not is_distributed() or not present:
+        return
+    flat = torch.cat([t.reshape(-1) for t in present])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for t, part in zip(present, flat.split([t.numel() for t in present])):
+        t.copy_(part.view_as(t))
+
+
+def broadcast_from_main(tensors: list[torch.Tensor]) -> None:
+    """In place: every process takes rank 0's values (as DistributedDataParallel does at its start)."""
     if not is_distributed():
         return
-    for t in tensors:
-        if t is not None:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
+
+
+def shard(items: list[T]) -> list[T]:
+    """This process's contiguous share of ``items`` (shares differ in size by at most one)."""
+    n, w, r = len(items), world_size(), rank()
+    return items[r * n // w:(r + 1) * n // w]
+
+
+def gather_rows(value: torch.Tensor) -> torch.Tensor:
+    """The concatenation, in rank order, of every process's ``value`` (first dimensions may differ)."""
+    if not is_distributed():
+        return value
+    parts: list[torch.Tensor | None] = [None] * world_size()
+    dist.all_gather_object(parts, value.cpu())
+    return torch.cat(parts)
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Per-process batches that together are exactly the batches one process would train on.
+
+    Each epoch shuffles all indices with a generator seeded by ``seed + epoch`` (as DistributedSampler
+    does), cuts the permutation into global batches of ``batch_size`` (the incomplete last one is dropped
+    unless it is the only one) and gives each process its contiguous share of every global batch.
+    DistributedSampler instead pads its shard with repeated samples or drops samples per process, which
+    changes the global batches with the number of processes. ``start`` skips the batches an interrupted
+    epoch already trained on.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        processes = world_size()
+        if min(size, batch_size) < processes:
+            raise MetapromptError(
+                f"{processes} processes cannot share a batch of {min(size, batch_size)} training images; "
+                f"expected batch_size and the training set to hold at least one image per process")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    @property
+    def num_batches(self) -> int:
+        """Global batches per epoch."""
+        return max(self.size // self.batch_size, 1)
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        for b in range(self.start, self.num_batches):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield batch.tensor_split(world_size())[rank()].tolist()
 
 
 def init_from_environment() -> bool:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU), for the
+    rest of the process: it is left at exit (torch warns otherwise), and later calls keep it."""
     if "RANK" not in os.environ or is_distributed():
         return is_distributed()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend)
+    atexit.register(dist.destroy_process_group)
     return True
 
 

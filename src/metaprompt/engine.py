@@ -12,11 +12,11 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
@@ -24,6 +24,7 @@ from .data.base import Datum
 from .data.dataset import ImageDataset, collate
 from .data.transforms import test_transform, train_transform
 from .errors import MetapromptError
+from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -72,15 +73,25 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class TrainState:
     epoch: int = 0
+    """Epochs finished."""
+    batch: int = 0
+    """Global batches finished in epoch ``epoch`` (non-zero only in a checkpoint written on a signal)."""
     step: int = 0
     history: list[dict] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_accs: list[float] = field(default_factory=list)
 
 
 class Trainer:
-    """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given."""
+    """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given.
+
+    ``before_first_save`` runs (on rank 0) just before the first checkpoint is written: a run folder need
+    not exist until training has something to keep.
+    """
 
     def __init__(self, method: PromptMethod, items: list[Datum], cfg: TrainConfig, *, domains: list[str] | None = None,
-                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False):
+                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False,
+                 before_first_save: Callable[[], None] | None = None):
         if not method.trainable_parameters():
             raise MetapromptError(f"method {method.name!r} has nothing to train")
         if not items:
@@ -94,21 +105,19 @@ class Trainer:
         self.dataset = ImageDataset(items, train_transform(clip.image_size, clip.mean, clip.std), domains,
                                     seed=cfg.seed, skip_bad_images=skip_bad_images)
         self.loader = self._loader()
+        self.feature_cache = (ViewFeatureCache(method, self.dataset, cfg.test_batch_size, cfg.num_workers)
+                              if feature_cache_applies(method, cfg.augment_views) else None)
         self.state = TrainState()
         self.skipped_images = 0
         self._stop_signal: int | None = None
+        self._before_first_save = before_first_save
 
     def _loader(self) -> DataLoader:
-        world = dist.world_size()
-        if self.cfg.batch_size % world:
-            raise MetapromptError(f"batch_size {self.cfg.batch_size} does not split evenly over {world} processes")
-        per_process = self.cfg.batch_size // world
-        drop_last = len(self.dataset) >= self.cfg.batch_size
-        self.sampler = DistributedSampler(self.dataset, num_replicas=world, rank=dist.rank(), shuffle=True,
-                                          seed=self.cfg.seed, drop_last=drop_last)
-        return DataLoader(self.dataset, batch_size=per_process, sampler=self.sampler, drop_last=drop_last,
-                          num_workers=self.cfg.num_workers, collate_fn=collate,
-                          persistent_workers=False)
+        """Each process loads its share of every global batch. The loader draws its workers' seeds from a
+        generator of its own, so that starting an epoch leaves the global RNG as a resumed run finds it."""
+        self.batches = dist.GlobalBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed)
+        return DataLoader(self.dataset, batch_sampler=self.batches, num_workers=self.cfg.num_workers,
+                          collate_fn=collate, generator=torch.Generator().manual_seed(self.cfg.seed))
 
     # ----------------------------------------------------------------- checkpoints
     @property
@@ -119,6 +128,9 @@ class Trainer:
         """Trained tensors, optimiser, epoch / step and every RNG state, written atomically (rank 0)."""
         if self.checkpoint_path is None or not dist.is_main():
             return
+        if self._before_first_save is not None:
+            self._before_first_save()
+            self._before_first_save = None
         payload = {
             "tensors": self.method.trained_tensors(),
             "optimizer": self.optimizer.state_dict(),
@@ -150,56 +162,89 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------- training
-    def fit(self) -> TrainState:
-        """Train from the start, or from the checkpoint in ``work_dir``, to the last epoch."""
+    def fit(self, resume: bool = True) -> TrainState:
+        """Train from the start, or (``resume``) from the checkpoint in ``work_dir``, to the last epoch.
+        Every process starts from rank 0's prompts, as DistributedDataParallel does."""
         seed_everything(self.cfg.seed)
-        self.try_resume()
+        if resume:
+            self.try_resume()
+        dist.broadcast_from_main(self.method.trainable_parameters())
         with self._stop_on_signals():
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 if self._budget_spent():
                     break
                 self.run_epoch(epoch)
-                self.state.epoch = epoch + 1
+                self.state.epoch, self.state.batch = epoch + 1, 0
                 self.save_checkpoint()
+            if dist.global_sum(torch.tensor(float(self._stop_signal is not None))).item():
+                self._interrupt()
         return self.state
 
     def _budget_spent(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
 
     def run_epoch(self, epoch: int) -> None:
+        """Train on the epoch's global batches from ``state.batch`` on (non-zero when resuming from a
+        checkpoint written on a signal)."""
         lr = lr_at_epoch(self.cfg, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_view(epoch % self.cfg.augment_views if self.cfg.augment_views else epoch)
+        self.batches.set_epoch(epoch, start=self.state.batch)
+        view = epoch % self.cfg.augment_views if self.cfg.augment_views else epoch
+        self.dataset.set_view(view)
+        batches = self.feature_cache.epoch(view, self.loader.batch_sampler) if self.feature_cache else self.loader
         self.method.train()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
-                   leave=False, dynamic_ncols=True)
-        losses, accs = [], []
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
+                   initial=self.state.batch, total=self.batches.num_batches, leave=False, dynamic_ncols=True)
+        losses, accs = self.state.epoch_losses, self.state.epoch_accs
         for raw in bar:
-            self.skipped_images += raw["skipped"]
-            if "image" not in raw:
-                continue
-            stats = self.method.forward_backward(to_batch(raw, self.method.device), self.optimizer)
-            self.state.step += 1
-            if not math.isfinite(stats["loss"]):
-                raise MetapromptError(
-                    f"loss became {stats['loss']} at step {self.state.step} (epoch {epoch + 1}); training stopped. "
-                    f"The last good checkpoint (end of epoch {self.state.epoch}) is kept"
-                    + (f" in {self.checkpoint_path}" if self.checkpoint_path else "")
-                    + "; try a lower lr or --set precision=fp32")
-            losses.append(stats["loss"])
-            accs.append(stats["acc"])
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{np.mean(accs):.1f}", lr=f"{lr:.2e}")
-            if self._stop_signal is not None:
-                raise KeyboardInterrupt
+            if self._batch_usable(raw):
+                self._train_step(raw, epoch)
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{np.mean(accs):.1f}", lr=f"{lr:.2e}")
+            self.state.batch += 1
             if self._budget_spent():
                 break
         self.state.history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
                                    "acc": float(np.mean(accs)) if accs else None})
+        self.state.epoch_losses, self.state.epoch_accs = [], []
+
+    def _batch_usable(self, raw: dict) -> bool:
+        """Whether every process has readable images (or their cached features) in this batch; if one has
+        none, all skip the batch together. All processes stop here together once any of them got SIGTERM /
+        SIGINT; skipped images are counted over all processes."""
+        has_data, stop, skipped = dist.global_sum(torch.tensor(
+            [float("label" in raw), float(self._stop_signal is not None), float(raw["skipped"])])).tolist()
+        if stop:
+            self._interrupt()
+        self.skipped_images += int(skipped)
+        return has_data == dist.world_size()
+
+    def _train_step(self, raw: dict, epoch: int) -> None:
+        """One optimisation step; loss and accuracy are averaged over processes, and a NaN or infinite loss
+        on any process stops all of them before anything more is saved."""
+        stats = self.method.forward_backward(to_batch(raw, self.method.device), self.optimizer)
+        self.state.step += 1
+        mean = dist.global_sum(torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64)) / dist.world_size()
+        loss, acc = mean.tolist()
+        if not math.isfinite(loss):
+            kept = (f"the last good checkpoint {self.checkpoint_path} is kept"
+                    if self.checkpoint_path and self.checkpoint_path.is_file() else "no checkpoint was written")
+            raise MetapromptError(f"loss became {loss} at step {self.state.step} (epoch {epoch + 1}); training "
+                                  f"stopped and {kept}; try a lower lr or --set precision=fp32")
+        self.state.epoch_losses.append(loss)
+        self.state.epoch_accs.append(acc)
+
+    def _interrupt(self) -> None:
+        """Checkpoint at the current batch (the resumed run continues with the next one) and stop."""
+        self.save_checkpoint()
+        state = self.state
+        when = f"in epoch {state.epoch + 1} after batch {state.batch}" if state.batch else f"after epoch {state.epoch}"
+        where = f" saved in {self.checkpoint_path}" if self.checkpoint_path else ""
+        raise KeyboardInterrupt(f"stopped by a signal {when}; progress{where}: re-run the same command to resume")
 
     def _stop_on_signals(self):
-        """On SIGTERM / SIGINT: finish the current step, keep the last epoch's checkpoint, stop."""
+        """On SIGTERM / SIGINT: finish the current step, checkpoint, stop (all processes at the same batch).
+        A second signal stops at once, keeping the last checkpoint."""
         trainer = self
 
         class _Guard:
@@ -212,6 +257,8 @@ class Trainer:
                 return self
 
             def handle(self, signum, frame):
+                if trainer._stop_signal is not None:
+                    raise KeyboardInterrupt("stopped by a second signal; the last checkpoint is kept")
                 trainer._stop_signal = signum
 
             def __exit__(self, *exc):
@@ -228,8 +275,11 @@ def _in_main_thread() -> bool:
 
 
 def to_batch(raw: dict, device: torch.device) -> Batch:
-    return Batch(images=raw["image"].to(device, non_blocking=True), labels=raw["label"].to(device),
-                 domains=raw["domain"].to(device))
+    """A loader batch on ``device``: images, or the feature cache's ``features`` in their place."""
+    images, features = raw.get("image"), raw.get("features")
+    return Batch(images=images.to(device, non_blocking=True) if images is not None else None,
+                 labels=raw["label"].to(device), domains=raw["domain"].to(device),
+                 features=features.to(device) if features is not None else None)
 
 
 def rng_states(method: PromptMethod) -> dict:

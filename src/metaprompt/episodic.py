@@ -29,8 +29,7 @@ def cross_class_update(method: "MetaPrompt", batch: "Batch", frozen: torch.Tenso
                        optimizer: torch.optim.Optimizer, lr: float) -> int:
     """Meta update of the text prompts over class groups; returns the number of episodes run."""
     n = method.num_classes
-    groups = torch.randperm(n, generator=method.split_generator).tensor_split(method.cfg.n_class_splits)
-    groups = [g.to(batch.labels.device) for g in groups]
+    groups = [g.to(batch.labels.device) for g in class_groups(method)]
     episodes = []
     for k, test_classes in enumerate(groups):
         train_classes = torch.cat([g for j, g in enumerate(groups) if j != k])
@@ -42,6 +41,12 @@ def cross_class_update(method: "MetaPrompt", batch: "Batch", frozen: torch.Tenso
         episodes.append((_class_loss(method, batch, frozen, train_rows, train_classes, n),
                          _class_loss(method, batch, frozen, test_rows, test_classes, n)))
     return run_episodes(method, method.text_prompts, episodes, optimizer, lr)
+
+
+def class_groups(method: "MetaPrompt") -> list[torch.Tensor]:
+    """The next cross-class split: all class ids, shuffled by the method's split generator, cut into groups."""
+    return list(torch.randperm(method.num_classes, generator=method.split_generator)
+                .tensor_split(method.cfg.n_class_splits))
 
 
 def cross_domain_update(method: "MetaPrompt", batch: "Batch", optimizer: torch.optim.Optimizer,
@@ -117,7 +122,9 @@ def _class_loss(method, batch, frozen, rows, classes, n) -> LossFn:
 def _domain_loss(method, batch, rows) -> LossFn:
     """CE of logits_i on the rows' images over all classes."""
     def loss() -> torch.Tensor:
-        if method.options.reuse_frozen_features:
+        if not rows.any():  # none of this process's images: a zero share that stays on the prompts' graph
+            logits = (method.visual_prompts * 0).sum() + batch.images.new_zeros(0, method.num_classes)
+        elif method.options.reuse_frozen_features:
             logits = method.image_logits(batch.images[rows])
         else:
             logits = method.reference_pass(batch.images)[0][rows]

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml`` (the full resolved configuration), ``checkpoint.pt`` while training,
 ``prompts.safetensors`` (the artifact) and ``metrics.json``. A finished run is never overwritten unless
-asked; an unfinished one resumes from its checkpoint.
+asked; an unfinished one resumes from its checkpoint. The folder is written only once the run has
+something to keep (its first checkpoint), so input found bad before that leaves it as it was.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .data.base import Datum, DatasetSplits
 from .engine import CHECKPOINT_NAME, EvalResult, Trainer, evaluate, seed_everything
 from .errors import MetapromptError
 from .methods import ComputeOptions, PromptMethod, build_method, make_config
+from .methods.base import accuracy
 from .tasks import TaskSpec, build_task
 
 ARTIFACT_NAME = "prompts.safetensors"
@@ -56,22 +58,40 @@ def record(cfg: RunConfig, spec: TaskSpec) -> dict:
     return {"run": cfg.to_dict(), "task": dict(spec.__dict__)}
 
 
-def prepare_run_folder(out: Path, stored: dict, overwrite: bool) -> None:
-    """Refuse to overwrite a finished run or to resume a run made with another configuration."""
-    if is_finished(out) and not overwrite:
+def check_run_folder(out: Path, stored: dict, overwrite: bool) -> None:
+    """Refuse (writing nothing) to overwrite a finished run or to resume a run made with another
+    configuration."""
+    if out.exists() and not out.is_dir():
+        raise MetapromptError(f"--out {out} is a file; expected a run folder")
+    if overwrite:
+        return
+    if is_finished(out):
         raise MetapromptError(f"{out} holds a finished run; pass --overwrite to replace it")
     config_path = out / CONFIG_NAME
-    if overwrite:
-        for name in (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME):
-            if dist.is_main():
-                (out / name).unlink(missing_ok=True)
-    elif config_path.is_file() and yaml.safe_load(config_path.read_text()) != stored:
+    if config_path.is_file() and stored_config(config_path) != stored:
         raise MetapromptError(f"{out} holds an unfinished run with a different configuration; "
                               "pass --overwrite to start over, or choose another --out")
-    if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(stored, sort_keys=False))
-    dist.barrier()
+
+
+def stored_config(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MetapromptError(f"{path} is not readable YAML ({err}); pass --overwrite to start over") from None
+
+
+def start_run_folder(out: Path, stored: dict, overwrite: bool) -> None:
+    """Create the run folder and its config.yaml (rank 0), first removing an earlier run's files when
+    ``overwrite``."""
+    if not dist.is_main():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME):
+            (out / name).unlink(missing_ok=True)
+    tmp = out / f"{CONFIG_NAME}.tmp"
+    tmp.write_text(yaml.safe_dump(stored, sort_keys=False))
+    os.replace(tmp, out / CONFIG_NAME)
 
 
 def build_run(cfg: RunConfig, task: DatasetSplits, device: str, options: ComputeOptions) -> PromptMethod:
@@ -87,21 +107,27 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
               skip_bad_images: bool = False, task: DatasetSplits | None = None) -> tuple[PromptMethod, dict]:
     """Train (or resume) one run into ``out`` and evaluate it on the task's test split.
 
-    Everything that can fail on bad input (config, data, model) is checked before anything is written.
+    Everything that can fail on bad input (config, data, model) is checked before anything is written;
+    the run folder is created with the first checkpoint (or the artifact, when nothing is trained).
+    ``overwrite`` starts over instead of resuming.
     """
     out = Path(out)
     options = options or ComputeOptions()
     task = task or build_task(spec, cache_dir=None)
-    method = build_run(cfg, task, device, options)
-    prepare_run_folder(out, record(cfg, spec), overwrite)
     seed_everything(cfg.train.seed)
+    method = build_run(cfg, task, device, options)
+    stored = record(cfg, spec)
+    check_run_folder(out, stored, overwrite)
     start = time.perf_counter()
     trained_steps, skipped = 0, 0
     if method.trainable_parameters() and cfg.train.epochs > 0:
         trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
-                          skip_bad_images=skip_bad_images)
-        state = trainer.fit()
+                          skip_bad_images=skip_bad_images,
+                          before_first_save=lambda: start_run_folder(out, stored, overwrite))
+        state = trainer.fit(resume=not overwrite)
         trained_steps, skipped = state.step, trainer.skipped_images
+    else:
+        start_run_folder(out, stored, overwrite)
     train_seconds = time.perf_counter() - start
     if dist.is_main():
         save_artifact(out / ARTIFACT_NAME, method)
@@ -117,5 +143,14 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
 
 def evaluate_items(method: PromptMethod, items: list[Datum], cfg: RunConfig, progress: bool,
                    skip_bad_images: bool, desc: str = "test") -> EvalResult:
-    return evaluate(method, items, cfg.train.test_batch_size, cfg.train.num_workers,
-                    progress=progress and dist.is_main(), skip_bad_images=skip_bad_images, desc=desc)
+    """Evaluation over all ``items``; with several processes each evaluates its share (when every process
+    has one) and all receive the gathered logits."""
+    sharded = dist.world_size() > 1 and len(items) >= dist.world_size()
+    result = evaluate(method, dist.shard(items) if sharded else items, cfg.train.test_batch_size,
+                      cfg.train.num_workers, progress=progress and dist.is_main(), skip_bad_images=skip_bad_images,
+                      desc=desc)
+    if not sharded:
+        return result
+    logits, labels = dist.gather_rows(result.logits), dist.gather_rows(result.labels)
+    skipped = int(dist.global_sum(torch.tensor(result.skipped_images)).item())
+    return EvalResult(accuracy(logits, labels), logits, labels, skipped, result.seconds)

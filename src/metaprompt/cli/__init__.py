@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import MetapromptError
 
-COMMAND_MODULES = ["train", "eval", "predict", "data"]
+COMMAND_MODULES = ["train", "eval", "predict", "data", "run", "report"]
+DEBUG_ENV = "METAPROMPT_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any error ends it with one line on stderr and a non-zero exit code (a traceback
+    only when the environment sets METAPROMPT_DEBUG=1)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except MetapromptError as err:
-        print(f"metaprompt: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("metaprompt: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message, code = explain(err)
+        print(f"metaprompt: {message}", file=sys.stderr)
+        return code
+
+
+def explain(err: BaseException) -> tuple[str, int]:
+    """One line describing ``err``, and the exit code: 2 for bad input, 130 when interrupted, 1 for a bug."""
+    if isinstance(err, MetapromptError):
+        return "error: " + " ".join(str(err).split()), 2
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted" + (f": {err}" if err.args else ""), 130
+    lines = str(err).strip().splitlines()
+    detail = f": {lines[0]}" if lines else ""
+    return (f"unexpected error ({type(err).__name__}{detail}); please report it. "
+            f"Rerun with {DEBUG_ENV}=1 to see the traceback"), 1

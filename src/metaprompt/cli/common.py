@@ -6,6 +6,7 @@ import argparse
 import torch
 
 from .. import distributed as dist
+from ..config import DEFAULT_PRESETS, RunConfig, preset_names, resolve
 from ..methods import ComputeOptions
 from ..tasks import TaskSpec
 
@@ -21,14 +22,36 @@ def add_data_args(p: argparse.ArgumentParser, classes_default: str = "all") -> N
                    help=f"class subset: base = first half of the sorted labels, new = the rest (default: {classes_default})")
     p.add_argument("--target-domain", default=None,
                    help="domain generalisation: leave this domain out (train on the others, test on it)")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip truncated or unreadable images (counted in the results) instead of stopping")
+
+
+def add_config_args(p: argparse.ArgumentParser, preset_default: str = "the method's base-to-new preset") -> None:
+    """Method, preset, ``--set`` overrides and model: what :func:`run_config` resolves."""
+    p.add_argument("--method", default=None, help=f"method: {', '.join(DEFAULT_PRESETS)} (default: the preset's)")
+    p.add_argument("--preset", default=None,
+                   help=f"published configuration to start from: {', '.join(preset_names())}, or a YAML file "
+                        f"(default: {preset_default})")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an option, e.g. --set lr=0.002 --set n_ctx=4 (train.KEY / method.KEY disambiguate)")
+    p.add_argument("--model", default=None,
+                   help="open_clip model name (ViT-B-16), hf-hub:ID, a model config JSON, or world-tiny (default: the preset's)")
+    p.add_argument("--pretrained", default=None,
+                   help="open_clip pretrained tag (openai), a local checkpoint file, or none (default: the preset's)")
+
+
+def run_config(args: argparse.Namespace, sets: list[str], preset: str | None = None) -> RunConfig:
+    """The run's configuration: the preset (``preset`` when ``--preset`` is not given), then ``--set``,
+    then ``sets`` (the command's own options), then ``--workers``."""
+    sets = [*args.sets, *sets]
+    sets += [f"train.num_workers={args.workers}"] if args.workers is not None else []
+    return resolve(args.method, args.preset or preset, sets, args.model, args.pretrained)
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip truncated or unreadable images (counted in the results) instead of stopping")
     g = p.add_argument_group("compute (exact shortcuts and memory)")
     g.add_argument("--reference-compute", action="store_true",
                    help="turn every exact shortcut off and compute as the reference codebases do (for comparisons)")

@@ -19,6 +19,15 @@ from .base import Datum
 SEED_STRIDE = 1_000_003
 
 
+class ImageError(MetapromptError):
+    """An unreadable image. Raised in a DataLoader worker, torch re-raises it in the main process as
+    ``ImageError(message + worker traceback)``; the constructor keeps the original one-line message."""
+
+    def __init__(self, message: str):
+        wrapped = message.startswith(f"Caught {type(self).__name__} ")
+        super().__init__(message.rpartition(f"{type(self).__qualname__}: ")[2].strip() if wrapped else message)
+
+
 class ImageDataset(Dataset):
     """Items -> dicts with ``image``, ``label``, ``domain`` (index into ``domains``) and ``index``."""
 
@@ -60,12 +69,12 @@ def load_image(path: str, skip_bad: bool = False) -> Image.Image | None:
     except FileNotFoundError:
         if skip_bad:
             return None
-        raise MetapromptError(f"image file {path} is missing (named by the dataset's split)") from None
+        raise ImageError(f"image file {path} is missing (named by the dataset's split)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if skip_bad:
             return None
-        raise MetapromptError(f"image file {path} is truncated or not an image ({err}); "
-                              "pass --skip-bad-images to skip such files and count them") from None
+        raise ImageError(f"image file {path} is truncated or not an image ({err}); "
+                         "pass --skip-bad-images to skip such files and count them") from None
 
 
 def collate(samples: list[dict | None]) -> dict:

@@ -38,10 +38,17 @@ class ComputeOptions:
     text_checkpointing: bool = False
     """Activation checkpointing in the text encoder (less memory, one more text forward in backward)."""
 
+    @classmethod
+    def reference(cls, **memory) -> "ComputeOptions":
+        """Every exact shortcut off (the reference codebases' computation); memory options as given."""
+        return cls(truncate_context=False, cache_text_features=False, reuse_frozen_features=False,
+                   cache_image_features=False, **memory)
+
 
 @dataclass
 class Batch:
-    images: torch.Tensor
+    images: torch.Tensor | None
+    """None when the engine's feature cache supplies ``features`` and no image was loaded."""
     labels: torch.Tensor
     domains: torch.Tensor | None = None
     features: torch.Tensor | None = None

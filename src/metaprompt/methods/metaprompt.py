@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import episodic
+from ..distributed import world_size
 from ..errors import MetapromptError
 from ..templates import templates_for
 from .base import Batch, PromptMethod, accuracy
@@ -102,7 +103,7 @@ class MetaPrompt(IVLP):
             episodic.cross_class_update(self, batch, frozen, optimizer, lr)
         else:
             episodic.cross_domain_update(self, batch, optimizer, lr)
-        return {"loss": float(loss.detach()), "acc": accuracy(logits.detach(), batch.labels)}
+        return {"loss": float(loss.detach()) * world_size(), "acc": accuracy(logits.detach(), batch.labels)}
 
     def reference_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The released code's pass (shortcuts off): frozen image, prompted image and prompted text over

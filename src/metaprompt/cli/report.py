@@ -1,0 +1,37 @@
+"""`metaprompt report DIR`: the literature's tables from the results `metaprompt run` wrote, and a figure."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..results import FORMATS, build_report, load_results, render, save_figure
+
+FIGURE_NAME = "report.png"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="tabulate and plot protocol results",
+        description="Read every result.json under DIR and print the literature's tables, methods side by side: "
+                    "base-to-new (per dataset the mean and std over seeds of Base, New and HM, HM being the "
+                    "harmonic mean of the mean Base and New; an Average row whose HM is the harmonic mean of the "
+                    "averaged Base and New), domain generalisation (per target domain and their average, per "
+                    "dataset, then a summary over datasets) and cross-dataset transfer. Writes a PNG figure "
+                    "comparing the methods.")
+    p.add_argument("dir", metavar="DIR", help="a folder written by `metaprompt run --out` (searched recursively)")
+    p.add_argument("--format", choices=FORMATS, default="md",
+                   help="md: Markdown tables; csv: one long-format table (table, row, column, mean, std, seeds); "
+                        "latex: booktabs tables (default: %(default)s)")
+    p.add_argument("--figure", default=None, metavar="FILE.png",
+                   help=f"where to write the figure (default: DIR/{FIGURE_NAME})")
+    p.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = build_report(load_results(args.dir))
+    print(render(report.tables, args.format, std=not args.no_std), end="")
+    figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)
+    print(f"figure: {figure}", file=sys.stderr)
+    return 0

@@ -1,0 +1,278 @@
+"""The field's benchmark protocols as sweeps of runs that resume (method doc section 5): base-to-new
+generalisation, domain generalisation (leave one domain out) and cross-dataset transfer.
+
+Every run has a folder of its own. Training runs hold what :func:`metaprompt.experiment.train_run` writes
+(``config.yaml``, ``prompts.safetensors``, ``metrics.json``); every run holds ``result.json`` (metrics,
+seed, dataset, method, versions, wall time), written last::
+
+    OUT/base2new/<name>/<dataset>/seed<k>/
+    OUT/dg/<name>/<dataset>/shots<k>/<target domain>/seed<k>/
+    OUT/xd/<name>/<source>/<dataset>/seed<k>/       (dataset == source: the training run)
+
+``<name>`` is the method unless another is given (to compare variants of one method). A run with a
+``result.json`` is finished: it is skipped without reading data or loading a model. Any other run is
+(re)started, and ``train_run`` resumes it from its checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from . import distributed as dist
+from .artifact import read_artifact
+from .config import RunConfig
+from .data.base import DatasetSplits
+from .data.dg import DOMAINNET, OFFICE_HOME, PACS, VLCS, WORLD_DG
+from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset
+from .errors import MetapromptError
+from .experiment import (ARTIFACT_NAME, METRICS_NAME, build_run, environment, evaluate_items, is_finished,
+                         train_run, write_json)
+from .methods import ComputeOptions, PromptMethod
+from .tasks import TaskSpec, build_task
+from .templates import IMAGENET_FAMILY
+
+RESULT_NAME = "result.json"
+BASE_TO_NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                        "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+IMAGENET_VARIANTS = IMAGENET_FAMILY[1:]
+CROSS_DATASET_TARGETS = BASE_TO_NEW_DATASETS[1:] + IMAGENET_VARIANTS
+"""The targets of cross-dataset transfer from ImageNet: the other ten datasets, then the ImageNet variants."""
+DG_DOMAINS: dict[str, tuple[str, ...]] = {layout.name: layout.domains
+                                          for layout in (PACS, VLCS, OFFICE_HOME, DOMAINNET, WORLD_DG)}
+DG_PRESETS = {"metaprompt": "metaprompt_dg"}
+"""Methods with a domain-generalisation preset of their own; the others use their default preset."""
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """The base-to-new summary HM = 2BN / (B + N) (0 when both are 0)."""
+    return 2 * base * new / (base + new) if base + new else 0.0
+
+
+def dg_preset(method: str | None) -> str | None:
+    """The preset a domain-generalisation run of ``method`` starts from (None: the method's default)."""
+    return DG_PRESETS.get(method or "")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the runs execute; nothing here changes a result."""
+
+    device: str = "cpu"
+    options: ComputeOptions = field(default_factory=ComputeOptions)
+    progress: bool = False
+    """Progress bars inside each run."""
+    skip_bad_images: bool = False
+    log: Callable[[str], None] = print
+    """Receives one line per run: what it was and whether it was done or skipped."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep. ``execute`` computes its metrics; ``record`` goes into its result.json with them."""
+
+    label: str
+    folder: Path
+    dataset: str
+    """The dataset it reads (checked for before the sweep starts)."""
+    record: dict
+    execute: Callable[[], dict[str, float]]
+
+
+def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: str | Path, out: str | Path,
+                 runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
+    """Per dataset and seed: train on the base classes, then test base images over the base classes and
+    new images over the new classes. Returns every run's result (metrics ``base``, ``new``, ``hm``)."""
+    runtime, name = runtime or Runtime(), name or cfg.method
+    read = _dataset_reader(root)
+    runs = []
+    for dataset in datasets:
+        for seed in seeds:
+            seeded = with_seed(cfg, seed)
+            spec = TaskSpec(dataset, str(root), classes="base", shots=seeded.train.shots, seed=seed)
+            folder = Path(out) / "base2new" / name / dataset / f"seed{seed}"
+            runs.append(Run(f"base2new {name} {dataset} seed {seed}", folder, dataset,
+                            _record("base2new", name, seeded, dataset),
+                            lambda c=seeded, s=spec, f=folder: _base_to_new(c, s, f, read(s.dataset), runtime)))
+    return sweep(runs, root, runtime)
+
+
+def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out: str | Path,
+           runtime: Runtime | None = None, name: str | None = None, targets: list[str] | None = None) -> list[dict]:
+    """Leave one domain out, for each target domain (all of the dataset's unless ``targets``) and seed:
+    train on ``cfg.train.shots`` shots per class per source domain, test on the target domain."""
+    runtime, name = runtime or Runtime(), name or cfg.method
+    targets = targets or list(_domains(dataset))
+    unknown = sorted(set(targets) - set(_domains(dataset)))
+    if unknown:
+        raise MetapromptError(f"{dataset}: unknown target domain(s) {', '.join(unknown)}; "
+                              f"expected some of: {', '.join(_domains(dataset))}")
+    read = _dataset_reader(root)
+    shots = cfg.train.shots
+    runs = []
+    for target in targets:
+        for seed in seeds:
+            seeded = with_seed(cfg, seed)
+            spec = TaskSpec(dataset, str(root), shots=shots, seed=seed, target=target)
+            folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
+            runs.append(Run(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
+                            _record("dg", name, seeded, dataset, target=target),
+                            lambda c=seeded, s=spec, f=folder: _train_and_test(c, s, f, read(s.dataset), runtime)))
+    return sweep(runs, root, runtime)
+
+
+def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], root: str | Path, out: str | Path,
+           runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
+    """Per seed: train once on ``source`` (all classes), then test that one artifact on each target
+    dataset's test split over the target's classes."""
+    runtime, name = runtime or Runtime(), name or cfg.method
+    read = _dataset_reader(root)
+    runs = []
+    for seed in seeds:
+        seeded = with_seed(cfg, seed)
+        spec = TaskSpec(source, str(root), classes="all", shots=seeded.train.shots, seed=seed)
+        base = Path(out) / "xd" / name / source
+        source_folder = base / source / f"seed{seed}"
+        model = _SourceModel(seeded, source_folder, runtime)
+        runs.append(Run(f"xd {name} {source} (source) seed {seed}", source_folder, source,
+                        _record("xd", name, seeded, source, source=source),
+                        lambda s=spec, m=model: m.train(s, read(s.dataset))))
+        for target in targets:
+            folder = base / target / f"seed{seed}"
+            artifact = os.path.relpath(source_folder / ARTIFACT_NAME, folder)
+            runs.append(Run(f"xd {name} {source} -> {target} seed {seed}", folder, target,
+                            _record("xd", name, seeded, target, source=source, artifact=artifact),
+                            lambda t=target, m=model: m.test(build_task(TaskSpec(t, str(root), shots=0),
+                                                                       splits=read(t)))))
+    return sweep(runs, root, runtime)
+
+
+def sweep(runs: list[Run], root: str | Path, runtime: Runtime) -> list[dict]:
+    """Execute the unfinished runs in order, writing each one's result.json; skip the finished ones.
+    Returns every run's result."""
+    _check_data(root, {run.dataset for run in runs if not (run.folder / RESULT_NAME).is_file()})
+    results = []
+    for number, run in enumerate(runs, start=1):
+        prefix = f"[{number}/{len(runs)}] {run.label}"
+        path = run.folder / RESULT_NAME
+        if path.is_file():
+            runtime.log(f"{prefix}: skipped (finished)")
+            results.append(read_result(path))
+            continue
+        start = time.perf_counter()
+        metrics = run.execute()
+        wall = time.perf_counter() - start
+        result = {**run.record, "metrics": metrics, "wall_seconds": wall, "environment": environment()}
+        write_json(path, result)
+        dist.barrier()
+        summary = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items())
+        runtime.log(f"{prefix}: done in {wall:.0f} s ({summary})")
+        results.append(result)
+    return results
+
+
+def read_result(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MetapromptError(f"{path}: unreadable result ({err}); delete it to run that run again") from None
+
+
+def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    return replace(cfg, train=replace(cfg.train, seed=seed))
+
+
+def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, **extra: str) -> dict:
+    return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "model": cfg.model,
+            "pretrained": cfg.pretrained, "dataset": dataset, "shots": cfg.train.shots, "seed": cfg.train.seed,
+            **extra}
+
+
+def _domains(dataset: str) -> tuple[str, ...]:
+    if dataset not in DG_DOMAINS:
+        raise MetapromptError(f"{dataset!r} is not a domain-generalisation dataset; expected one of: "
+                              f"{', '.join(DG_DOMAINS)}")
+    return DG_DOMAINS[dataset]
+
+
+def _dataset_reader(root: str | Path) -> Callable[[str], DatasetSplits]:
+    """Reads a dataset when a run first needs it. Runs come grouped by dataset, so keeping only the last
+    one read avoids rereading without holding every dataset's item list at once."""
+    return lru_cache(maxsize=1)(lambda dataset: build_dataset(dataset, root))
+
+
+def _check_data(root: str | Path, datasets: set[str]) -> None:
+    """Fail before any training when a dataset the sweep needs is unknown or has no folder under ``root``."""
+    unknown = sorted(datasets - set(DATASETS))
+    if unknown:
+        raise MetapromptError(f"unknown dataset(s) {', '.join(unknown)}; expected some of: "
+                              f"{', '.join(sorted(DATASET_FOLDERS))}")
+    missing = sorted(f"{name} (expected {Path(root) / DATASET_FOLDERS[name]}/)" for name in datasets
+                     if name in DATASET_FOLDERS and not (Path(root) / DATASET_FOLDERS[name]).is_dir())
+    if missing:
+        raise MetapromptError(f"missing under the data root {root}: {'; '.join(missing)}. "
+                              f"`metaprompt data check --root {root}` lists what is found")
+
+
+def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, task: DatasetSplits,
+             runtime: Runtime) -> tuple[PromptMethod, float]:
+    """The trained method and its test accuracy: trained now (resuming any checkpoint), or, when an
+    earlier invocation finished training but stopped before writing the result, loaded from the artifact."""
+    if is_finished(folder):
+        accuracy = json.loads((folder / METRICS_NAME).read_text())["accuracy"]
+        return _load_trained(cfg, folder, task, runtime), accuracy
+    method, metrics = train_run(cfg, spec, folder, device=runtime.device, options=runtime.options,
+                                progress=runtime.progress, skip_bad_images=runtime.skip_bad_images, task=task)
+    return method, metrics["accuracy"]
+
+
+def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:
+    """The run's method built for ``task``'s classes, with the prompts of the run's artifact."""
+    method = build_run(cfg, task, runtime.device, runtime.options)
+    artifact = folder / ARTIFACT_NAME
+    method.load_trained_tensors(read_artifact(artifact).tensors, source=str(artifact))
+    return method
+
+
+def _accuracy_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runtime: Runtime) -> float:
+    """Accuracy of ``method`` on ``task``'s test images over ``task``'s classes, with its templates."""
+    method.dataset = task.template
+    method.set_classes(task.classnames)
+    return evaluate_items(method, task.test, cfg, runtime.progress, runtime.skip_bad_images, desc=task.name).accuracy
+
+
+def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
+                 runtime: Runtime) -> dict[str, float]:
+    method, base = _trained(cfg, spec, folder, build_task(spec, splits=splits), runtime)
+    new = _accuracy_on(method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
+    return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+
+
+def _train_and_test(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
+                    runtime: Runtime) -> dict[str, float]:
+    return {"accuracy": _trained(cfg, spec, folder, build_task(spec, splits=splits), runtime)[1]}
+
+
+class _SourceModel:
+    """A cross-dataset source run: trains it, and serves its trained method to the target runs (kept from
+    training, or loaded once from the artifact when training finished in an earlier invocation)."""
+
+    def __init__(self, cfg: RunConfig, folder: Path, runtime: Runtime):
+        self.cfg, self.folder, self.runtime = cfg, folder, runtime
+        self.method: PromptMethod | None = None
+
+    def train(self, spec: TaskSpec, splits: DatasetSplits) -> dict[str, float]:
+        self.method, accuracy = _trained(self.cfg, spec, self.folder, build_task(spec, splits=splits), self.runtime)
+        return {"accuracy": accuracy}
+
+    def test(self, task: DatasetSplits) -> dict[str, float]:
+        if self.method is None:
+            if not is_finished(self.folder):
+                raise MetapromptError(f"{self.folder}: the source run has no artifact to transfer")
+            self.method = _load_trained(self.cfg, self.folder, task, self.runtime)
+        return {"accuracy": _accuracy_on(self.method, task, self.cfg, self.runtime)}

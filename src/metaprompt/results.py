@@ -1,0 +1,319 @@
+"""The results store (every ``result.json`` under a folder), the literature's tables, and a figure.
+
+Conventions, as the published tables use them:
+
+- Base-to-new: per dataset, Base and New are means over seeds and HM is the harmonic mean of those two
+  means (its ± is the spread of the per-seed HMs). The Average row averages Base and New over the
+  datasets; its HM is the harmonic mean of the two averages, not the average of the HMs.
+- Domain generalisation: per target domain the mean over seeds; the average over target domains.
+- Cross-dataset transfer: per target the mean over seeds; the average over the targets (not the source).
+
+The ± is the population standard deviation over seeds (numpy's default, which CoOp's result parser uses).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean, pstdev
+from typing import Callable, Iterable
+
+from .config import DEFAULT_PRESETS
+from .errors import MetapromptError
+from .protocols import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, RESULT_NAME,
+                        harmonic_mean, read_result)
+
+FORMATS = ("md", "csv", "latex")
+METHOD_ORDER = list(DEFAULT_PRESETS)
+"""Methods appear in the literature's order: zero-shot CLIP first, MetaPrompt last."""
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None = None
+    """Over seeds; None for a cell derived from other cells (an average)."""
+    seeds: int = 0
+
+
+@dataclass
+class Table:
+    """Rows of cells under ``columns``; ``stub`` heads the row labels; the last ``summary_rows`` rows (the
+    Average) are set apart."""
+
+    title: str
+    stub: str
+    columns: list[str]
+    rows: list[tuple[str, list[Stat | None]]]
+    summary_rows: int = 0
+    note: str = ""
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    """What is printed."""
+    panels: list[Table]
+    """What is plotted: one bar chart per table, a bar group per column, a bar per row (method)."""
+
+
+def load_results(folder: str | Path) -> list[dict]:
+    """Every result under ``folder`` (searched recursively)."""
+    paths = sorted(Path(folder).rglob(RESULT_NAME))
+    if not paths:
+        raise MetapromptError(f"no {RESULT_NAME} under {folder} (expected the --out folder of `metaprompt run`)")
+    return [read_result(path) for path in paths]
+
+
+def over_seeds(values: list[float]) -> Stat:
+    return Stat(fmean(values), pstdev(values), len(values))
+
+
+def build_report(results: list[dict]) -> Report:
+    """The tables and figure panels of every protocol present in ``results``."""
+    by_protocol = _group(results, "protocol")
+    report = Report([], [])
+    if ("base2new",) in by_protocol:
+        table = base_to_new_table(by_protocol[("base2new",)])
+        report.tables.append(table)
+        report.panels.append(_base_to_new_panel(table))
+    if ("dg",) in by_protocol:
+        tables = dg_tables(by_protocol[("dg",)])
+        report.tables += tables
+        report.panels.append(tables[-1])
+    if ("xd",) in by_protocol:
+        tables = xd_tables(by_protocol[("xd",)])
+        report.tables += tables
+        report.panels += tables
+    return report
+
+
+# ------------------------------------------------------------------ base-to-new
+
+B2N_METRICS = ("Base", "New", "HM")
+
+
+def base_to_new_table(results: list[dict]) -> Table:
+    """Rows: datasets, then the Average; columns: Base, New and HM of each method, side by side."""
+    names = _names(results)
+    datasets = _ordered({r["dataset"] for r in results}, BASE_TO_NEW_DATASETS)
+    runs = _group(results, "name", "dataset")
+    rows = [(dataset, [cell for name in names for cell in _base_to_new_cells(runs.get((name, dataset)))])
+            for dataset in datasets]
+    average = _column_means(rows)
+    for k in range(len(names)):
+        base, new = average[3 * k], average[3 * k + 1]
+        average[3 * k + 2] = Stat(harmonic_mean(base.mean, new.mean))
+    covered = {name: sum((name, d) in runs for d in datasets) for name in names}
+    note = ("averages are over each method's own datasets: " + ", ".join(f"{n} {c}" for n, c in covered.items())
+            if len(set(covered.values())) > 1 else "")
+    columns = [f"{name} {metric}" for name in names for metric in B2N_METRICS]
+    return Table("Base-to-new generalisation", "dataset", columns, rows + [("Average", average)], 1, note)
+
+
+def _base_to_new_cells(runs: list[dict] | None) -> list[Stat | None]:
+    if not runs:
+        return [None] * len(B2N_METRICS)
+    base = over_seeds([r["metrics"]["base"] for r in runs])
+    new = over_seeds([r["metrics"]["new"] for r in runs])
+    hm = Stat(harmonic_mean(base.mean, new.mean), pstdev([r["metrics"]["hm"] for r in runs]), len(runs))
+    return [base, new, hm]
+
+
+def _base_to_new_panel(table: Table) -> Table:
+    """The Average row, one row per method."""
+    average = table.rows[-1][1]
+    names = [column.rsplit(" ", 1)[0] for column in table.columns[::3]]
+    return Table("Base-to-new (average over datasets)", "method", list(B2N_METRICS),
+                 [(name, average[3 * k:3 * k + 3]) for k, name in enumerate(names)])
+
+
+# ------------------------------------------------------------------ domain generalisation
+
+def dg_tables(results: list[dict]) -> list[Table]:
+    """Per dataset: rows = target domains and the Average, columns = method and shots. Then a summary:
+    rows = method and shots, columns = datasets (each the average over its target domains)."""
+    datasets = _ordered({r["dataset"] for r in results}, DG_DOMAINS)
+    runs = _group(results, "dataset", "target", "name", "shots")
+    tables, averages = [], defaultdict(dict)
+    for dataset in datasets:
+        own = [r for r in results if r["dataset"] == dataset]
+        variants = _variants(own)
+        targets = _ordered({r["target"] for r in own}, DG_DOMAINS.get(dataset, ()))
+        rows = [(target, [_accuracy(runs.get((dataset, target, *v))) for v in variants]) for target in targets]
+        average = _column_means(rows)
+        for variant, cell in zip(variants, average):
+            averages[variant][dataset] = cell
+        tables.append(Table(f"Domain generalisation: {dataset}", "target", [_variant_label(v) for v in variants],
+                            rows + [("Average", average)], 1))
+    summary = [(_variant_label(v), [averages[v].get(d) for d in datasets]) for v in _variants(results)]
+    return tables + [Table("Domain generalisation (average over target domains)", "method", datasets, summary)]
+
+
+def _variants(results: list[dict]) -> list[tuple[str, int]]:
+    """(name, shots) pairs, methods in the literature's order."""
+    name_key = _name_key(results)
+    return sorted({(r["name"], r["shots"]) for r in results}, key=lambda v: (*name_key(v[0]), v[1]))
+
+
+def _variant_label(variant: tuple[str, int]) -> str:
+    return f"{variant[0]} {variant[1]}-shot"
+
+
+# ------------------------------------------------------------------ cross-dataset transfer
+
+def xd_tables(results: list[dict]) -> list[Table]:
+    """Per source: rows = methods; columns = the source, the targets and their average. The ImageNet
+    variants get a table of their own (the literature's "domain generalisation" from ImageNet)."""
+    tables = []
+    for (source,), own in _group(results, "source").items():
+        targets = {r["dataset"] for r in own} - {source}
+        groups = (("Cross-dataset transfer", _ordered(targets - set(IMAGENET_VARIANTS), CROSS_DATASET_TARGETS)),
+                  ("ImageNet variants", _ordered(targets & set(IMAGENET_VARIANTS), IMAGENET_VARIANTS)))
+        tables += [_xd_table(f"{title} from {source}", source, group, own) for title, group in groups if group]
+    return tables
+
+
+def _xd_table(title: str, source: str, targets: list[str], results: list[dict]) -> Table:
+    runs = _group(results, "name", "dataset")
+    rows = []
+    for name in _names(results):
+        cells = [_accuracy(runs.get((name, dataset))) for dataset in [source, *targets]]
+        rows.append((name, cells + [_mean_cell(cells[1:])]))
+    return Table(title, "method", [f"{source} (source)", *targets, "Average"], rows)
+
+
+# ------------------------------------------------------------------ shared
+
+def _accuracy(runs: list[dict] | None) -> Stat | None:
+    return over_seeds([r["metrics"]["accuracy"] for r in runs]) if runs else None
+
+
+def _column_means(rows: list[tuple[str, list[Stat | None]]]) -> list[Stat | None]:
+    """Per column, the mean of the row means present (None when the column is empty)."""
+    return [_mean_cell(column) for column in zip(*(cells for _, cells in rows))]
+
+
+def _mean_cell(cells: Iterable[Stat | None]) -> Stat | None:
+    means = [cell.mean for cell in cells if cell is not None]
+    return Stat(fmean(means)) if means else None
+
+
+def _group(results: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for result in results:
+        groups[tuple(result.get(key) for key in keys)].append(result)
+    return dict(groups)
+
+
+def _ordered(values: Iterable[str], canonical: Iterable[str]) -> list[str]:
+    """``values`` in the order of ``canonical``, then the others sorted."""
+    values, canonical = set(values), list(canonical)
+    return [v for v in canonical if v in values] + sorted(values - set(canonical))
+
+
+def _name_key(results: list[dict]) -> Callable[[str], tuple[int, str]]:
+    method_of = {r["name"]: r["method"] for r in results}
+
+    def key(name: str) -> tuple[int, str]:
+        method = method_of[name]
+        return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), name)
+    return key
+
+
+def _names(results: list[dict]) -> list[str]:
+    return sorted({r["name"] for r in results}, key=_name_key(results))
+
+
+# ------------------------------------------------------------------ output
+
+def render(tables: list[Table], fmt: str = "md", std: bool = True) -> str:
+    """The tables as Markdown, LaTeX, or one long-format CSV (table, row, column, mean, std, seeds)."""
+    if fmt not in FORMATS:
+        raise MetapromptError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return _csv(tables)
+    renderer = _markdown if fmt == "md" else _latex
+    return "\n".join(renderer(table, std) for table in tables)
+
+
+def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: str = "-") -> str:
+    if cell is None:
+        return empty
+    if std and cell.std is not None and cell.seeds > 1:
+        return f"{cell.mean:.2f}{plus_minus}{cell.std:.2f}"
+    return f"{cell.mean:.2f}"
+
+
+def _markdown(table: Table, std: bool) -> str:
+    lines = [f"### {table.title}", "", f"| {table.stub} | {' | '.join(table.columns)} |",
+             "|---|" + "---:|" * len(table.columns)]
+    lines += [f"| {label} | {' | '.join(format_stat(c, std) for c in cells)} |" for label, cells in table.rows]
+    lines += ["", f"_{table.note}_"] if table.note else []
+    return "\n".join(lines) + "\n"
+
+
+def _latex(table: Table, std: bool) -> str:
+    def row(label: str, cells: list[str]) -> str:
+        return " & ".join([_tex(label), *cells]) + r" \\"
+
+    body = [row(label, [format_stat(c, std, r" $\pm$ ", "--") for c in cells]) for label, cells in table.rows]
+    if table.summary_rows:
+        body.insert(len(body) - table.summary_rows, r"\midrule")
+    header = row(table.stub, [_tex(c) for c in table.columns])
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(table.title)}}}",
+             rf"\begin{{tabular}}{{l{'c' * len(table.columns)}}}", r"\toprule", header, r"\midrule", *body,
+             r"\bottomrule", r"\end{tabular}"]
+    lines += [rf"\par\footnotesize {_tex(table.note)}"] if table.note else []
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def _tex(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _csv(tables: list[Table]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["table", "row", "column", "mean", "std", "seeds"])
+    for table in tables:
+        for label, cells in table.rows:
+            for column, cell in zip(table.columns, cells):
+                if cell is not None:
+                    writer.writerow([table.title, label, column, f"{cell.mean:.4f}",
+                                     "" if cell.std is None else f"{cell.std:.4f}", cell.seeds or ""])
+    return buffer.getvalue()
+
+
+def save_figure(panels: list[Table], path: str | Path) -> Path:
+    """One grouped bar chart per panel, stacked, as a PNG (matplotlib's Agg renderer: no display needed)."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    width = max(6.0, 0.9 * max(len(p.columns) for p in panels) + 2)
+    fig = Figure(figsize=(width, 3.6 * len(panels)), layout="constrained")
+    for ax, panel in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
+        _bars(ax, panel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _bars(ax, panel: Table) -> None:
+    width = 0.8 / max(len(panel.rows), 1)
+    for i, (label, cells) in enumerate(panel.rows):
+        x = [j + (i - (len(panel.rows) - 1) / 2) * width for j in range(len(panel.columns))]
+        heights = [float("nan") if c is None else c.mean for c in cells]
+        errors = [0.0 if c is None or c.std is None else c.std for c in cells]
+        ax.bar(x, heights, width, yerr=errors if any(errors) else None, capsize=2, label=label)
+    crowded = len(panel.columns) > 4
+    ax.set_xticks(range(len(panel.columns)), panel.columns, rotation=20 if crowded else 0,
+                  ha="right" if crowded else "center")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(panel.title)
+    ax.legend(fontsize="small", ncols=min(len(panel.rows), 4))

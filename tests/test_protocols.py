@@ -1,0 +1,208 @@
+"""The protocol runners end to end through the CLI on a tiny model and the miniature world layouts: run
+folders and result files, a second invocation that trains nothing, and the report's numbers recomputed
+by hand from the result files."""
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+from statistics import fmean, pstdev
+
+import pytest
+
+import metaprompt.protocols as protocols
+from data_layouts import make_coop_dataset, make_world
+from metaprompt.cli import main
+from metaprompt.results import base_to_new_table
+
+SMALL = {"coop": [], "metaprompt": ["text_depth=3", "vision_depth=3"]}
+FAST = ["--workers", "0", "--no-progress", "--set", "epochs=1", "--set", "max_steps=1", "--set", "batch_size=2"]
+DG_TARGETS = ["photo", "sketch"]
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_world(root)  # registers as `world` (base-to-new) and `world_dg` (domain generalisation)
+    make_coop_dataset(root, "eurosat")
+    return root
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def commands(root, out, tiny_model_name, tiny_weights):
+    """The sweeps of this module: base-to-new and DG for two methods and two seeds, cross-dataset for one."""
+    model = ["--model", tiny_model_name, "--pretrained", tiny_weights, "--root", str(root), "--out", str(out), *FAST]
+    runs = []
+    for method, small in SMALL.items():
+        sets = [a for s in small for a in ("--set", s)]
+        runs.append(["run", "base2new", "--method", method, "--datasets", "world", "--seeds", "1", "2",
+                     "--set", "shots=1", *sets, *model])
+        runs.append(["run", "dg", "--method", method, "--dataset", "world_dg", "--shots", "1", "--seeds", "1", "2",
+                     "--targets", *DG_TARGETS, *sets, *model])
+    runs.append(["run", "xd", "--method", "coop", "--source", "world", "--targets", "world_dg", "eurosat",
+                 "--seeds", "1", "--set", "shots=1", *model])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def first_output(commands):
+    """What the first invocation of every sweep printed."""
+    lines = []
+    for argv in commands:
+        with _capture_log() as log:
+            assert main(argv) == 0
+        lines += log
+    return lines
+
+
+@contextlib.contextmanager
+def _capture_log():
+    """Collects the lines the sweeps print (pytest's capsys is function-scoped; this serves fixtures too)."""
+    buffer, lines = io.StringIO(), []
+    with contextlib.redirect_stdout(buffer):
+        yield lines
+    lines += buffer.getvalue().splitlines()
+
+
+def results_of(out: Path, protocol: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / protocol).rglob("result.json"))]
+
+
+def test_each_run_has_its_folder_config_artifact_and_result(first_output, out):
+    for method in SMALL:
+        for seed in (1, 2):
+            folder = out / "base2new" / method / "world" / f"seed{seed}"
+            assert {"config.yaml", "prompts.safetensors", "result.json"} <= {p.name for p in folder.iterdir()}
+            result = json.loads((folder / "result.json").read_text())
+            assert result["protocol"] == "base2new" and result["method"] == method and result["seed"] == seed
+            assert result["dataset"] == "world" and result["wall_seconds"] > 0
+            assert {"metaprompt", "torch"} <= set(result["environment"])
+            m = result["metrics"]
+            assert m["hm"] == pytest.approx(hm(m["base"], m["new"]))
+            for target in DG_TARGETS:
+                dg = out / "dg" / method / "world_dg" / "shots1" / target / f"seed{seed}"
+                assert (dg / "prompts.safetensors").is_file()
+                assert json.loads((dg / "result.json").read_text())["target"] == target
+    assert "meta_split: domain" in (out / "dg/metaprompt/world_dg/shots1/photo/seed1/config.yaml").read_text()
+    assert "meta_split: class" in (out / "base2new/metaprompt/world/seed1/config.yaml").read_text()
+    assert "[1/2] base2new coop world seed 1: done in" in "\n".join(first_output)
+    assert sum(": done in" in line for line in first_output) == 4 + 8 + 3
+
+
+def test_cross_dataset_trains_once_and_tests_every_target(first_output, out):
+    base = out / "xd" / "coop" / "world"
+    assert (base / "world" / "seed1" / "prompts.safetensors").is_file()
+    for target in ("world_dg", "eurosat"):
+        result = json.loads((base / target / "seed1" / "result.json").read_text())
+        assert result["source"] == "world" and result["dataset"] == target
+        assert (base / target / "seed1" / result["artifact"]).resolve() == (base / "world/seed1/prompts.safetensors")
+        assert not (base / target / "seed1" / "prompts.safetensors").exists()
+
+
+def test_second_invocation_trains_and_loads_nothing(first_output, commands, out, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run was read, loaded or trained again")
+
+    for name in ("train_run", "build_run", "build_dataset", "read_artifact"):
+        monkeypatch.setattr(protocols, name, forbidden)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with _capture_log() as log:
+        for argv in commands:
+            assert main(argv) == 0
+    assert len(log) == len(first_output) and all(line.endswith(": skipped (finished)") for line in log)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_an_interrupted_run_resumes_and_finishes(first_output, commands, out):
+    folder = out / "base2new" / "coop" / "world" / "seed2"
+    before = json.loads((folder / "result.json").read_text())["metrics"]
+    (folder / "result.json").unlink()  # trained and tested, but stopped before the result was written
+    with _capture_log() as log:
+        assert main(commands[0]) == 0
+    assert log[1].startswith("[2/2] base2new coop world seed 2: done in")
+    assert json.loads((folder / "result.json").read_text())["metrics"] == pytest.approx(before)
+
+
+def _csv_cells(text: str) -> dict[tuple[str, str, str], dict]:
+    return {(r["table"], r["row"], r["column"]): r for r in csv.DictReader(io.StringIO(text))}
+
+
+def value(cells: dict, table: str, row: str, column: str, field: str = "mean") -> float:
+    return float(cells[(table, row, column)][field])
+
+
+def test_report_numbers_follow_the_result_files(first_output, out, capsys):
+    assert main(["report", str(out), "--format", "csv"]) == 0
+    cells = _csv_cells(capsys.readouterr().out)
+    b2n = "Base-to-new generalisation"
+    for method in SMALL:
+        runs = [r for r in results_of(out, "base2new") if r["method"] == method]
+        base = [r["metrics"]["base"] for r in runs]
+        new = [r["metrics"]["new"] for r in runs]
+        assert value(cells, b2n, "world", f"{method} Base") == pytest.approx(fmean(base), abs=1e-4)
+        assert value(cells, b2n, "world", f"{method} New", "std") == pytest.approx(pstdev(new), abs=1e-4)
+        assert value(cells, b2n, "world", f"{method} HM") == pytest.approx(hm(fmean(base), fmean(new)), abs=1e-4)
+        # one dataset: the Average row's HM is the harmonic mean of the averaged Base and New
+        assert value(cells, b2n, "Average", f"{method} HM") == pytest.approx(hm(fmean(base), fmean(new)), abs=1e-4)
+
+        dg = [r for r in results_of(out, "dg") if r["method"] == method]
+        per_target = {t: fmean(r["metrics"]["accuracy"] for r in dg if r["target"] == t) for t in DG_TARGETS}
+        table = "Domain generalisation: world_dg"
+        assert value(cells, table, "sketch", f"{method} 1-shot") == pytest.approx(per_target["sketch"], abs=1e-4)
+        assert value(cells, table, "Average", f"{method} 1-shot") == pytest.approx(fmean(per_target.values()), abs=1e-4)
+    xd = {r["dataset"]: r["metrics"]["accuracy"] for r in results_of(out, "xd")}
+    average = value(cells, "Cross-dataset transfer from world", "coop", "Average")
+    assert average == pytest.approx(fmean([xd["world_dg"], xd["eurosat"]]), abs=1e-4)
+
+
+def test_report_prints_markdown_and_latex_tables_and_writes_the_figure(first_output, out, tmp_path, capsys):
+    figure = tmp_path / "figure.png"
+    assert main(["report", str(out), "--figure", str(figure)]) == 0
+    md = capsys.readouterr().out
+    assert "### Base-to-new generalisation" in md and "### Domain generalisation: world_dg" in md
+    assert "| dataset | coop Base | coop New | coop HM | metaprompt Base |" in md
+    assert "| target | coop 1-shot | metaprompt 1-shot |" in md
+    assert "\n| Average |" in md and " ± " in md
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", str(out), "--format", "latex", "--no-std"]) == 0
+    latex = capsys.readouterr().out
+    assert latex.count(r"\begin{tabular}") == md.count("### ") and r"\pm" not in latex
+    assert r"world\_dg" in latex and (out / "report.png").is_file()
+
+
+def test_report_of_an_empty_folder_says_what_it_expected(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no result.json under" in capsys.readouterr().err
+
+
+def test_average_row_hm_is_the_hm_of_the_averaged_base_and_new():
+    def result(dataset, seed, base, new):
+        return {"protocol": "base2new", "name": "coop", "method": "coop", "dataset": dataset, "seed": seed,
+                "metrics": {"base": base, "new": new, "hm": hm(base, new)}}
+
+    results = [result("dtd", 1, 90.0, 10.0), result("dtd", 2, 80.0, 30.0), result("eurosat", 1, 50.0, 70.0)]
+    table = base_to_new_table(results)
+    rows = dict(table.rows)
+    base, new, h = rows["dtd"]
+    assert (base.mean, new.mean, h.mean) == pytest.approx((85.0, 20.0, hm(85.0, 20.0)))
+    assert h.std == pytest.approx(pstdev([hm(90.0, 10.0), hm(80.0, 30.0)]))
+    average_base, average_new = fmean([85.0, 50.0]), fmean([20.0, 70.0])
+    assert [c.mean for c in rows["Average"]] == pytest.approx([average_base, average_new,
+                                                                hm(average_base, average_new)])
+    assert table.rows[0][0] == "dtd" and table.rows[-1][0] == "Average"
+
+
+def test_a_missing_dataset_stops_the_sweep_before_any_training(root, tmp_path, capsys):
+    argv = ["run", "base2new", "--method", "coop", "--datasets", "eurosat", "dtd", "--seeds", "1",
+            "--root", str(root), "--out", str(tmp_path), *FAST]
+    assert main(argv) == 2
+    assert "missing under the data root" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -1,0 +1,103 @@
+"""A training run stopped in its second epoch, by SIGKILL (no chance to save) or by SIGTERM (checkpoint at
+the current batch), and re-run with the same command ends with prompts bit-identical to an uninterrupted
+run's."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+import torch
+
+from cli_runs import metaprompt_command, one_thread_env, prompts, train_args
+from cli_runs import one_torch_thread  # noqa: F401 - an autouse fixture
+from metaprompt.cli import main
+from tiny import make_image_folder
+
+BATCHES = 20  # per epoch: 40 training images, batch_size 2; many, so that a signal lands inside epoch 2
+IN_EPOCH_2 = re.compile(rf"epoch 2/2:[^\r\n]*?\| *[1-9]\d*/{BATCHES} ")
+"""The progress bar of epoch 2 after at least one batch."""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("data"), ["ant", "bee", "cat", "dog"], {"train": 10, "test": 1})
+
+
+def run_args(folder: Path, out: Path, model: tuple[str, str], progress: bool = False) -> list[str]:
+    """MetaPrompt (its class splits draw from a generator of their own), two epochs at the full lr."""
+    return train_args("metaprompt", folder, out, model, "epochs=2", "warmup_epochs=0", "batch_size=2",
+                      extra=("--shots", "0"), progress=progress)
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tiny_model_name, tiny_weights, tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert main(run_args(folder, out, (tiny_model_name, tiny_weights))) == 0
+    return prompts(out)
+
+
+def read_into(stream: BinaryIO, seen: bytearray) -> None:
+    for chunk in iter(lambda: stream.read1(4096), b""):
+        seen.extend(chunk)
+
+
+def stop_in_epoch_2(args: list[str], sig: signal.Signals) -> tuple[int, str]:
+    """Start the command, send ``sig`` once its progress bar shows a batch of epoch 2 done; exit code, stderr."""
+    proc = subprocess.Popen(metaprompt_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=one_thread_env())
+    seen = bytearray()
+    reader = threading.Thread(target=read_into, args=(proc.stderr, seen))
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not IN_EPOCH_2.search(seen.decode(errors="replace")):
+        assert proc.poll() is None and time.monotonic() < deadline, seen.decode(errors="replace")
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    reader.join()
+    return code, seen.decode(errors="replace")
+
+
+def mark_and_resume(args: list[str], out: Path) -> dict[str, torch.Tensor]:
+    """Re-run the command. A mark put into the checkpoint's history beforehand must still be in the final
+    checkpoint: the re-run continued from the checkpoint instead of starting over."""
+    path = out / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["state"]["history"][0]["mark"] = "before the re-run"
+    torch.save(checkpoint, path)
+    assert main(args) == 0
+    assert torch.load(path, weights_only=False)["state"]["history"][0]["mark"] == "before the re-run"
+    return prompts(out)
+
+
+def assert_bit_identical(resumed: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+
+
+def test_sigkill_in_the_second_epoch_then_rerun(folder, tiny_model_name, tiny_weights, tmp_path, reference):
+    out, model = tmp_path / "run", (tiny_model_name, tiny_weights)
+    code, _ = stop_in_epoch_2(run_args(folder, out, model, progress=True), signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
+    assert (state["epoch"], state["batch"]) == (1, 0) and not (out / "prompts.safetensors").exists()
+    assert_bit_identical(mark_and_resume(run_args(folder, out, model), out), reference)
+
+
+def test_sigterm_checkpoints_the_current_batch_then_rerun(folder, tiny_model_name, tiny_weights, tmp_path,
+                                                          reference):
+    out, model = tmp_path / "run", (tiny_model_name, tiny_weights)
+    code, stderr = stop_in_epoch_2(run_args(folder, out, model, progress=True), signal.SIGTERM)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
+    assert code == 130 and "Traceback" not in stderr
+    assert state["epoch"] == 1 and 0 < state["batch"] < BATCHES
+    assert (f"metaprompt: interrupted: stopped by a signal in epoch 2 after batch {state['batch']}; progress saved "
+            f"in {out / 'checkpoint.pt'}: re-run the same command to resume") in stderr
+    assert_bit_identical(mark_and_resume(run_args(folder, out, model), out), reference)
