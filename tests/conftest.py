@@ -8,6 +8,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import tiny_checkpoint, tiny_config_file  # noqa: E402
 
+# The tests run tiny models: one thread avoids oversubscribing CI's two cores (and is faster at this size).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_name(tmp_path_factory) -> str:
