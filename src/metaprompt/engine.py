@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .data.base import Datum
 from .data.dataset import ImageDataset, collate
-from .data.transforms import test_transform, train_transform
+from .data.transforms import TRAIN_CROP_SCALE_MIN, test_transform, train_transform
 from .errors import MetapromptError
 from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
@@ -52,6 +52,8 @@ class TrainConfig:
     num_workers: int = 2
     augment_views: int = 0
     """Distinct augmented views per training image (0: a new view every epoch)."""
+    crop_scale_min: float = TRAIN_CROP_SCALE_MIN
+    """Smallest random-resized-crop area (fraction of the image); the field uses 0.08."""
     max_steps: int = 0
     """Stop after this many training steps (0: no limit); for smoke tests."""
 
@@ -102,7 +104,8 @@ class Trainer:
         self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         clip = method.clip
-        self.dataset = ImageDataset(items, train_transform(clip.image_size, clip.mean, clip.std), domains,
+        self.dataset = ImageDataset(items, train_transform(clip.image_size, clip.mean, clip.std, cfg.crop_scale_min),
+                                    domains,
                                     seed=cfg.seed, skip_bad_images=skip_bad_images)
         self.loader = self._loader()
         self.feature_cache = (ViewFeatureCache(method, self.dataset, cfg.test_batch_size, cfg.num_workers)

@@ -9,7 +9,7 @@ import sys
 
 from ..errors import MetapromptError
 
-COMMAND_MODULES = ["train", "eval", "predict", "data", "run", "report"]
+COMMAND_MODULES = ["train", "eval", "predict", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
 
 
