@@ -54,8 +54,10 @@ class ViewFeatureCache:
     @torch.no_grad()
     def _encode(self, view: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.dataset.set_view(view)
+        # The dataset seeds every augmentation itself; a generator of the loader's own keeps its worker seed
+        # draw off the global RNG, which a resumed run must find as it was.
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=collate)
+                            num_workers=self.num_workers, collate_fn=collate, generator=torch.Generator())
         n, device = len(self.dataset), self.method.device
         features = torch.zeros(n, self.method.clip.embed_dim, device=device)
         readable = torch.zeros(n, dtype=torch.bool)
