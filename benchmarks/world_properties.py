@@ -1,33 +1,44 @@
-"""Measure the properties the offline world must have, on a world CLIP checkpoint.
+"""Measure the properties the offline world must have, on a world CLIP checkpoint, and check them.
 
-Renders a fresh world (a seed the checkpoint never saw) and prints, per domain and on average:
-zero-shot accuracy (60-way, template "a photo of a {}.") and a linear probe (multinomial logistic
-regression on the frozen, L2-normalised image features, fit on the domain's train split with LBFGS).
-The world is done when zero-shot is far above chance (1/60) in every domain and below 90% on
-average, and the probe beats zero-shot by >= 10 points on average (docs/world.md).
+Renders a fresh world (a seed the checkpoint never saw; the demo's world uses seed 0) and prints
+Markdown tables, ready to paste into docs/world.md:
 
-Hook for the prompt-learning checks (not run here yet): the base-to-new property (CoOp trained on
-the base classes must lose new-class accuracy against zero-shot) and the domain-generalisation
-property (a prompt tuned on three domains gains less on the fourth than on the three) are measured
-with the library's own protocols on a world rendered under ``<root>/world``, e.g.
+1. per domain: zero-shot accuracy (60-way, template "a photo of a {}.") and a linear probe (multinomial
+   logistic regression on the frozen, L2-normalised image features, fit on the domain's train split
+   with LBFGS);
+2. base-to-new on the photo domain (16 shots) with the library's zero-shot CLIP and CoOp, through
+   :func:`metaprompt.protocols.run_base2new` and the world presets (``world_<method>_b2n``);
+3. domain generalisation (leave one domain out, 2 shots per class per source domain) with the same
+   two methods through :func:`metaprompt.protocols.run_dg`, tested on the held-out domain and on the
+   source domains' test images.
 
-    metaprompt run base2new --method coop --datasets world --root ROOT --model world-tiny --out OUT
-    metaprompt run dg --method coop --dataset world_dg --shots 5 --root ROOT --model world-tiny --out OUT
+Then it checks, and exits with status 1 when one fails:
+- zero-shot is far above chance (>= 10 x 1/60) in every domain and below 90% on average;
+- the probe beats zero-shot by >= 10 points on average (room for prompt learning);
+- CoOp's new-class accuracy is below zero-shot's (base-to-new failure mode);
+- CoOp's gain over zero-shot on its source domains exceeds its gain on the held-out domain
+  (domain-generalisation failure mode).
 
-against ``--method zeroshot``; add a function taking ``(clip, world_dir)`` to ``CHECKS`` that runs them
-and returns per-row numbers for ``print_table``.
+    python benchmarks/world_properties.py [--checkpoint FILE] [--root DIR] [--seed 1] [--seeds 1 2 3]
+        [--methods zeroshot coop ivlp metaprompt]
 
-    python benchmarks/world_properties.py [--checkpoint FILE] [--world DIR] [--seed 1]
+The prompt-learning runs resume and skip finished runs under ``<root>/runs`` (delete it after changing
+a preset). With a checkpoint other than the shipped one, the runs use it through ``--checkpoint``.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from metaprompt.cli.demo import DEMO_METHODS
+from metaprompt.config import resolve
+from metaprompt.protocols import Runtime, run_base2new, run_dg
+from metaprompt.results import build_report, render
 from metaprompt.world import CLASSNAMES, DOMAINS, WorldCLIP, load_world_clip, render_world
 
 TEMPLATE = "a photo of a {}."
@@ -91,30 +102,79 @@ def zero_shot_and_probe(clip: WorldCLIP, world: Path) -> dict[str, tuple[float, 
     return results
 
 
-CHECKS = [zero_shot_and_probe]
+def probe_table(results: dict[str, tuple[float, float]]) -> str:
+    lines = ["| domain | zero-shot | linear probe | gap |", "|---|---|---|---|"]
+    rows = [*results.items(), ("average", tuple(np.mean([r[k] for r in results.values()]) for k in (0, 1)))]
+    lines += [f"| {domain} | {zs:.1f} | {lp:.1f} | {lp - zs:+.1f} |" for domain, (zs, lp) in rows]
+    return "\n".join(lines)
 
 
-def print_table(results: dict[str, tuple[float, float]]) -> None:
-    print(f"{'domain':<10} {'zero-shot':>10} {'probe':>8} {'gap':>7}")
-    for domain, (zs, lp) in results.items():
-        print(f"{domain:<10} {zs:>10.1f} {lp:>8.1f} {lp - zs:>+7.1f}")
-    zs, lp = np.mean([r[0] for r in results.values()]), np.mean([r[1] for r in results.values()])
-    print(f"{'average':<10} {zs:>10.1f} {lp:>8.1f} {lp - zs:>+7.1f}")
+def prompt_learning(root: Path, methods: list[str], seeds: list[int], checkpoint: str | None) -> list[dict]:
+    """Base-to-new and domain-generalisation results of ``methods`` with the world presets."""
+    runtime = Runtime(log=lambda line: print(line, file=sys.stderr))
+    results = []
+    for method in methods:
+        sets = [] if checkpoint is None else [f"pretrained={checkpoint}"]
+        results += run_base2new(resolve(preset=f"world_{method}_b2n", sets=sets), ["world"], seeds, root,
+                                root / "runs", runtime)
+        results += run_dg(resolve(preset=f"world_{method}_dg", sets=sets), "world_dg", seeds, root, root / "runs",
+                          runtime, source_accuracy=True)
+    return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def mean_metric(results: list[dict], method: str, protocol: str, metric: str) -> float:
+    """Mean over seeds (and over target domains in domain generalisation)."""
+    return float(np.mean([r["metrics"][metric] for r in results if r["method"] == method and r["protocol"] == protocol]))
+
+
+def checks(probe: dict[str, tuple[float, float]], results: list[dict]) -> list[tuple[str, bool]]:
+    zero_shot = [zs for zs, _ in probe.values()]
+    chance = 100.0 / len(CLASSNAMES)
+    coop_new, zs_new = (mean_metric(results, m, "base2new", "new") for m in ("coop", "zeroshot"))
+    gains = {metric: mean_metric(results, "coop", "dg", metric) - mean_metric(results, "zeroshot", "dg", metric)
+             for metric in ("source", "accuracy")}
+    return [
+        (f"zero-shot far above chance in every domain: min {min(zero_shot):.1f} >= {10 * chance:.1f}",
+         min(zero_shot) >= 10 * chance),
+        (f"zero-shot below 90% on average: {np.mean(zero_shot):.1f}", np.mean(zero_shot) < 90),
+        (f"linear probe beats zero-shot by >= 10 points on average: "
+         f"{np.mean([lp - zs for zs, lp in probe.values()]):+.1f}",
+         np.mean([lp - zs for zs, lp in probe.values()]) >= 10),
+        (f"CoOp's new-class accuracy below zero-shot's: {coop_new:.1f} < {zs_new:.1f}", coop_new < zs_new),
+        (f"CoOp gains more on its source domains than on the held-out one: {gains['source']:+.1f} > "
+         f"{gains['accuracy']:+.1f}", gains["source"] > gains["accuracy"]),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", help="world CLIP checkpoint (default: the shipped one)")
-    parser.add_argument("--world", default=".world-cache/world-properties", help="where to render the world")
+    parser.add_argument("--root", default=".world-cache/world-properties",
+                        help="data root: the world is rendered in ROOT/world, the runs go to ROOT/runs")
     parser.add_argument("--seed", type=int, default=1, help="seed of the rendered world")
     parser.add_argument("--train-per-class", type=int, default=32)
     parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds of the prompt-learning runs")
+    parser.add_argument("--methods", nargs="+", default=["zeroshot", "coop"], choices=DEMO_METHODS,
+                        help="methods of the prompt-learning tables (zeroshot and coop are always run)")
     args = parser.parse_args()
-    world = render_world(args.world, args.seed, args.train_per_class, args.test_per_class)
-    clip = load_world_clip(args.checkpoint)
-    for check in CHECKS:
-        print_table(check(clip, world))
+    root = Path(args.root)
+    world = render_world(root / "world", args.seed, args.train_per_class, args.test_per_class)
+    probe = zero_shot_and_probe(load_world_clip(args.checkpoint), world)
+    methods = ["zeroshot", "coop", *(m for m in args.methods if m not in ("zeroshot", "coop"))]
+    results = prompt_learning(root, methods, args.seeds, args.checkpoint)
+    print(f"world rendered with seed {args.seed}, {args.train_per_class} train / {args.test_per_class} test images "
+          f"per class and domain; prompt-learning seeds {' '.join(map(str, args.seeds))}\n")
+    print("### Zero-shot and linear probe (60-way)\n")
+    print(probe_table(probe) + "\n")
+    print(render(build_report(results).tables, "md"))
+    failed = 0
+    for text, ok in checks(probe, results):
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+        failed += not ok
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from metaprompt.artifact import read_artifact
 from metaprompt.cli import main
-from metaprompt.clip import load_clip
 from tiny import make_image_folder
 
 CLASSES = sorted(["red_star", "blue_circle", "green_square", "yellow_heart", "cat", "dog"])

@@ -10,7 +10,7 @@ import pytest
 
 from data_layouts import make_coop_dataset, make_domainnet, make_office_home, make_pacs, make_vlcs, make_world
 from metaprompt.data import Datum, DatasetSplits, build_dataset
-from metaprompt.data.fewshot import dg_task, few_shot, fewshot_splits, subsample_classes
+from metaprompt.data.fewshot import dg_source_test, dg_task, few_shot, fewshot_splits, subsample_classes
 from metaprompt.errors import MetapromptError
 
 
@@ -150,6 +150,16 @@ def test_dg_task_pacs_tests_on_target_train_and_crossval(tmp_path):
     assert Counter((d.domain, d.label) for d in task.train) == {(s, c): 1 for s in task.domains for c in range(3)}
     assert all("/pic_002" in d.impath for d in task.val)  # the crossval images
     assert Counter(d.domain for d in task.val) == dict.fromkeys(task.domains, 3)
+
+
+def test_dg_source_test_holds_the_sources_protocol_images_less_the_shots(tmp_path):
+    make_pacs(tmp_path)
+    splits = build_dataset("pacs", tmp_path)
+    task = dg_task(splits, "photo", shots=1, seed=1)
+    source = dg_source_test(task, splits)
+    expected = {d.impath for d in splits.train + splits.val if d.domain != "photo"} - {d.impath for d in task.train}
+    assert {d.impath for d in source.test} == expected and len(source.test) == 3 * (9 - 3)
+    assert source.train == task.train and source.domains == task.domains
 
 
 def test_dg_task_office_home_tests_on_all_of_target(tmp_path):

@@ -46,8 +46,9 @@ def commands(root, out, tiny_model_name, tiny_weights):
         sets = [a for s in small for a in ("--set", s)]
         runs.append(["run", "base2new", "--method", method, "--datasets", "world", "--seeds", "1", "2",
                      "--set", "shots=1", *sets, *model])
+        source = ["--source-accuracy"] if method == "metaprompt" else []
         runs.append(["run", "dg", "--method", method, "--dataset", "world_dg", "--shots", "1", "--seeds", "1", "2",
-                     "--targets", *DG_TARGETS, *sets, *model])
+                     "--targets", *DG_TARGETS, *source, *sets, *model])
     runs.append(["run", "xd", "--method", "coop", "--source", "world", "--targets", "world_dg", "eurosat",
                  "--seeds", "1", "--set", "shots=1", *model])
     return runs
@@ -159,6 +160,14 @@ def test_report_numbers_follow_the_result_files(first_output, out, capsys):
         table = "Domain generalisation: world_dg"
         assert value(cells, table, "sketch", f"{method} 1-shot") == pytest.approx(per_target["sketch"], abs=1e-4)
         assert value(cells, table, "Average", f"{method} 1-shot") == pytest.approx(fmean(per_target.values()), abs=1e-4)
+    gap_table = "Domain generalisation: world_dg, source vs held-out domains"
+    dg = [r for r in results_of(out, "dg") if r["method"] == "metaprompt"]
+    source = fmean(fmean(r["metrics"]["source"] for r in dg if r["target"] == t) for t in DG_TARGETS)
+    held_out = fmean(fmean(r["metrics"]["accuracy"] for r in dg if r["target"] == t) for t in DG_TARGETS)
+    assert value(cells, gap_table, "metaprompt 1-shot", "source domains") == pytest.approx(source, abs=1e-4)
+    assert value(cells, gap_table, "metaprompt 1-shot", "held-out domain") == pytest.approx(held_out, abs=1e-4)
+    assert value(cells, gap_table, "metaprompt 1-shot", "gap") == pytest.approx(source - held_out, abs=1e-4)
+    assert (gap_table, "coop 1-shot", "gap") not in cells  # coop's runs were made without --source-accuracy
     xd = {r["dataset"]: r["metrics"]["accuracy"] for r in results_of(out, "xd")}
     average = value(cells, "Cross-dataset transfer from world", "coop", "Average")
     assert average == pytest.approx(fmean([xd["world_dg"], xd["eurosat"]]), abs=1e-4)

@@ -28,6 +28,7 @@ from .artifact import read_artifact
 from .config import RunConfig
 from .data.base import DatasetSplits
 from .data.dg import DOMAINNET, OFFICE_HOME, PACS, VLCS, WORLD_DG
+from .data.fewshot import dg_source_test
 from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset
 from .errors import MetapromptError
 from .experiment import (ARTIFACT_NAME, METRICS_NAME, build_run, environment, evaluate_items, is_finished,
@@ -102,9 +103,12 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
 
 
 def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out: str | Path,
-           runtime: Runtime | None = None, name: str | None = None, targets: list[str] | None = None) -> list[dict]:
+           runtime: Runtime | None = None, name: str | None = None, targets: list[str] | None = None,
+           source_accuracy: bool = False) -> list[dict]:
     """Leave one domain out, for each target domain (all of the dataset's unless ``targets``) and seed:
-    train on ``cfg.train.shots`` shots per class per source domain, test on the target domain."""
+    train on ``cfg.train.shots`` shots per class per source domain, test on the target domain (metric
+    ``accuracy``). With ``source_accuracy``, also test on the source domains' test images that were not
+    trained on (metric ``source``), to show how much of a gain stays on the domains it was tuned on."""
     runtime, name = runtime or Runtime(), name or cfg.method
     targets = targets or list(_domains(dataset))
     unknown = sorted(set(targets) - set(_domains(dataset)))
@@ -121,7 +125,8 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
             folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
             runs.append(Run(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
                             _record("dg", name, seeded, dataset, target=target),
-                            lambda c=seeded, s=spec, f=folder: _train_and_test(c, s, f, read(s.dataset), runtime)))
+                            lambda c=seeded, s=spec, f=folder: _leave_one_domain_out(
+                                c, s, f, read(s.dataset), runtime, source_accuracy)))
     return sweep(runs, root, runtime)
 
 
@@ -253,9 +258,13 @@ def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSp
     return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
 
 
-def _train_and_test(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
-                    runtime: Runtime) -> dict[str, float]:
-    return {"accuracy": _trained(cfg, spec, folder, build_task(spec, splits=splits), runtime)[1]}
+def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
+                          runtime: Runtime, source_accuracy: bool) -> dict[str, float]:
+    task = build_task(spec, splits=splits)
+    method, accuracy = _trained(cfg, spec, folder, task, runtime)
+    if not source_accuracy:
+        return {"accuracy": accuracy}
+    return {"accuracy": accuracy, "source": _accuracy_on(method, dg_source_test(task, splits), cfg, runtime)}
 
 
 class _SourceModel:

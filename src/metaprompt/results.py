@@ -148,8 +148,29 @@ def dg_tables(results: list[dict]) -> list[Table]:
             averages[variant][dataset] = cell
         tables.append(Table(f"Domain generalisation: {dataset}", "target", [_variant_label(v) for v in variants],
                             rows + [("Average", average)], 1))
+        if any("source" in r["metrics"] for r in own):
+            tables.append(_held_out_gap_table(dataset, variants, targets, runs))
     summary = [(_variant_label(v), [averages[v].get(d) for d in datasets]) for v in _variants(results)]
     return tables + [Table("Domain generalisation (average over target domains)", "method", datasets, summary)]
+
+
+DG_GAP_COLUMNS = ("source domains", "held-out domain", "gap")
+
+
+def _held_out_gap_table(dataset: str, variants: list[tuple[str, int]], targets: list[str],
+                        runs: dict[tuple, list[dict]]) -> Table:
+    """Rows = method and shots (those run with ``source_accuracy``); columns = accuracy on the source domains'
+    test images, on the held-out domain, and the difference; each averaged over target domains."""
+    rows = []
+    for variant in variants:
+        per_target = [runs[(dataset, t, *variant)] for t in targets if (dataset, t, *variant) in runs]
+        pairs = [(fmean(r["metrics"]["source"] for r in group), fmean(r["metrics"]["accuracy"] for r in group))
+                 for group in per_target if all("source" in r["metrics"] for r in group)]
+        if pairs:
+            rows.append((_variant_label(variant), [Stat(fmean(p[0] for p in pairs)), Stat(fmean(p[1] for p in pairs)),
+                                                   Stat(fmean(p[0] - p[1] for p in pairs))]))
+    return Table(f"Domain generalisation: {dataset}, source vs held-out domains", "method", list(DG_GAP_COLUMNS),
+                 rows, 0, "each averaged over target domains; gap = source - held-out")
 
 
 def _variants(results: list[dict]) -> list[tuple[str, int]]:

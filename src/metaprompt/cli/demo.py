@@ -13,8 +13,9 @@ from ..world.render import render_world
 from .common import compute_options, device_of
 
 DEMO_METHODS = ("zeroshot", "coop", "ivlp", "metaprompt")
-WORLD_SIZES = {"train_per_class": 16, "test_per_class": 8, "val_per_class": 4}
-"""Images per class and domain of the demo's world: enough for 16-shot base-to-new and few-shot DG."""
+WORLD_SIZES = {"train_per_class": 16, "test_per_class": 25, "val_per_class": 4}
+"""Images per class and domain of the demo's world: enough for 16-shot base-to-new and few-shot DG, and
+750 test images per half of the classes, so that one image moves an accuracy by 0.13 points."""
 FIGURE_NAME = "demo.png"
 LABEL = ("Numbers on the offline world (procedurally rendered shapes, a tiny CLIP pretrained by "
          "`metaprompt world pretrain`): they show the pipeline and the methods' behaviour, not paper numbers.")
@@ -25,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo", help="run base-to-new and domain generalisation on the offline world",
         description="Render the offline world (cached), then run base-to-new generalisation and domain "
                     "generalisation (leave one domain out) on it with zero-shot CLIP, CoOp, IVLP and MetaPrompt "
-                    "using the shipped tiny CLIP (world-tiny), print both tables and write a PNG figure. "
+                    "using the shipped tiny CLIP (world-tiny), print the tables (domain generalisation also on the source "
+                    "domains, to show the held-out-domain gap) and write a PNG figure. "
                     "Re-running resumes and skips what is finished.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="metaprompt-demo", help="folder for the world, the runs and the figure")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         run_base2new(cfg, ["world"], args.seeds, data, out / "runs", runtime)
     for method in args.methods:
         cfg = resolve(preset=f"world_{method}_dg")
-        run_dg(cfg, "world_dg", args.seeds, data, out / "runs", runtime)
+        run_dg(cfg, "world_dg", args.seeds, data, out / "runs", runtime, source_accuracy=True)
     report = build_report(load_results(out / "runs"))
     print()
     print(LABEL)

@@ -93,14 +93,33 @@ def dg_task(splits: DatasetSplits, target: str, shots: int, seed: int,
     sources = [d for d in splits.domains if d != target]
     train_pool = [d for d in splits.train if d.domain in sources]
     val_pool = [d for d in splits.val if d.domain in sources] or train_pool
-    target_splits = DG_TARGET_SPLITS.get(splits.name, DEFAULT_TARGET_SPLITS)
-    test = [d for split in target_splits for d in getattr(splits, split) if d.domain == target]
+    test = _domain_test_items(splits, {target})
     if not test:
         raise MetapromptError(f"{splits.name}: no test images for target domain {target!r} "
-                              f"(looked in its {' and '.join(target_splits)} split)")
+                              f"(looked in its {' and '.join(_target_splits(splits))} split)")
     cache = _cache_path(cache_dir, f"shot_{shots}-seed_{seed}-target_{target}.json")
     train, val = _draw(splits, train_pool, val_pool, shots, seed, cache, per_domain=True)
     return splits.with_items(train=train, val=val, test=test, domains=sources)
+
+
+def dg_source_test(task: DatasetSplits, splits: DatasetSplits) -> DatasetSplits:
+    """``task`` (a :func:`dg_task` result) with test = its source domains' images in the splits the protocol
+    tests a target domain on, less the training shots: the accuracy on the domains a prompt was tuned on,
+    to set beside the held-out domain's."""
+    trained = {d.impath for d in task.train}
+    test = [d for d in _domain_test_items(splits, set(task.domains)) if d.impath not in trained]
+    if not test:
+        raise MetapromptError(f"{splits.name}: no test images in the source domains {', '.join(task.domains)}")
+    return task.with_items(test=test)
+
+
+def _domain_test_items(splits: DatasetSplits, domains: set[str]) -> list[Datum]:
+    """The images of ``domains`` that a leave-one-domain-out protocol tests on."""
+    return [d for split in _target_splits(splits) for d in getattr(splits, split) if d.domain in domains]
+
+
+def _target_splits(splits: DatasetSplits) -> tuple[str, ...]:
+    return DG_TARGET_SPLITS.get(splits.name, DEFAULT_TARGET_SPLITS)
 
 
 def _cache_path(cache_dir: str | Path | None, filename: str) -> Path | None:

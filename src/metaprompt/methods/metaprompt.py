@@ -19,7 +19,7 @@ from .. import episodic
 from ..distributed import world_size
 from ..errors import MetapromptError
 from ..templates import templates_for
-from .base import Batch, PromptMethod, accuracy
+from .base import Batch, accuracy
 from .ivlp import IVLP, IVLPConfig
 
 RESTORE_MODES = ("clean", "released")
