@@ -11,6 +11,7 @@ import pytest
 import metaprompt.cli.demo as demo
 from metaprompt.cli import main
 from metaprompt.config import resolve
+from metaprompt.results import build_report, load_results
 
 MINIATURE = {"train_per_class": 2, "test_per_class": 1, "val_per_class": 2}
 
@@ -36,6 +37,8 @@ def test_demo_prints_both_protocols_and_the_held_out_gap_and_resumes(quick_demo,
     dg = [json.loads(p.read_text()) for p in results if "/dg/" in str(p)]
     assert all(0 <= r["metrics"]["source"] <= 100 and 0 <= r["metrics"]["accuracy"] <= 100 for r in dg)
     assert (tmp_path / demo.FIGURE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = {panel.title: panel.columns for panel in build_report(load_results(tmp_path / "runs")).panels}
+    assert panels["Domain generalisation: world_dg, source vs held-out domains"] == ["source domains", "held-out domain"]
 
     mtimes = {p: p.stat().st_mtime_ns for p in results}
     assert main(["demo", "--out", str(tmp_path)]) == 0
