@@ -270,9 +270,10 @@ def render(tables: list[Table], fmt: str = "md", std: bool = True) -> str:
 def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: str = "-") -> str:
     if cell is None:
         return empty
+    mean = round(cell.mean, 2) + 0.0  # no "-0.00" for a gap that is zero up to rounding
     if std and cell.std is not None and cell.seeds > 1:
-        return f"{cell.mean:.2f}{plus_minus}{cell.std:.2f}"
-    return f"{cell.mean:.2f}"
+        return f"{mean:.2f}{plus_minus}{cell.std:.2f}"
+    return f"{mean:.2f}"
 
 
 def _markdown(table: Table, std: bool) -> str:
