@@ -50,8 +50,8 @@ def test_demo_prints_both_protocols_and_the_held_out_gap_and_resumes(quick_demo,
 
 def test_coop_on_the_shipped_model_learns_the_base_classes(tmp_path: Path) -> None:
     """Room for prompt learning on the shipped model, on a small render: CoOp with its world preset (4 shots)
-    beats zero-shot CLIP on the base classes by more than 5 points (10.6 when written). (The new-class drop depends on the seed
-    at this size; benchmarks/world_properties.py measures it over seeds.)"""
+    beats zero-shot CLIP on the base classes by more than 5 points (by 10.6 when this test was written).
+    The new-class drop depends on the seed at this size; benchmarks/world_properties.py measures it."""
     from metaprompt.protocols import Runtime, run_base2new
     from metaprompt.world import render_world
 
