@@ -6,9 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..config import resolve
 from ..protocols import Runtime, run_base2new, run_dg
 from ..results import build_report, load_results, render, save_figure
+from ..world import DOMAINS
 from ..world.render import render_world
 from .common import compute_options, device_of
 
@@ -34,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, help="methods to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds of each run")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--progress", action="store_true", help="progress bars inside each run, too")
+    p.add_argument("--progress", action="store_true", help="progress bars inside each run (training epochs, evaluation) instead of one bar over the runs")
     p.set_defaults(func=run, reference_compute=False, class_chunk=0, text_checkpointing=False, no_progress=False)
 
 
@@ -43,13 +46,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data = out / "data"
     render_world(data / "world", **WORLD_SIZES)
-    runtime = Runtime(device=device_of(args), options=compute_options(args), progress=args.progress)
-    for method in args.methods:
-        cfg = resolve(preset=f"world_{method}_b2n")
-        run_base2new(cfg, ["world"], args.seeds, data, out / "runs", runtime)
-    for method in args.methods:
-        cfg = resolve(preset=f"world_{method}_dg")
-        run_dg(cfg, "world_dg", args.seeds, data, out / "runs", runtime, source_accuracy=True)
+    runs = len(args.methods) * len(args.seeds) * (1 + len(DOMAINS))
+    with tqdm(total=runs, desc="demo runs", unit="run", disable=args.progress) as bar:
+        runtime = Runtime(device=device_of(args), options=compute_options(args), progress=args.progress,
+                          log=lambda line: (bar.write(line), bar.update()))
+        for method in args.methods:
+            cfg = resolve(preset=f"world_{method}_b2n")
+            run_base2new(cfg, ["world"], args.seeds, data, out / "runs", runtime)
+        for method in args.methods:
+            cfg = resolve(preset=f"world_{method}_dg")
+            run_dg(cfg, "world_dg", args.seeds, data, out / "runs", runtime, source_accuracy=True)
     report = build_report(load_results(out / "runs"))
     print()
     print(LABEL)
