@@ -1,6 +1,6 @@
-"""The protocol runners end to end through the CLI on a tiny model and the miniature world layouts: run
-folders and result files, a second invocation that trains nothing, and the report's numbers recomputed
-by hand from the result files."""
+"""The protocol runners end to end through the CLI on a tiny model, the offline world (rendered small) and a
+miniature EuroSAT folder: run folders and result files, a second invocation that trains nothing, and the
+report's numbers recomputed by hand from the result files."""
 import contextlib
 import csv
 import io
@@ -11,9 +11,10 @@ from statistics import fmean, pstdev
 import pytest
 
 import metaprompt.protocols as protocols
-from data_layouts import make_coop_dataset, make_world
+from data_layouts import make_coop_dataset
 from metaprompt.cli import main
 from metaprompt.results import base_to_new_table
+from metaprompt.world import render_world
 
 SMALL = {"coop": [], "metaprompt": ["text_depth=3", "vision_depth=3"]}
 FAST = ["--workers", "0", "--no-progress", "--set", "epochs=1", "--set", "max_steps=1", "--set", "batch_size=2"]
@@ -27,7 +28,8 @@ def hm(base, new):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    make_world(root)  # registers as `world` (base-to-new) and `world_dg` (domain generalisation)
+    # the offline world itself, rendered small: `world` (base-to-new) and `world_dg` (domain generalisation)
+    render_world(root / "world", seed=0, train_per_class=3, test_per_class=2, val_per_class=1, progress=False)
     make_coop_dataset(root, "eurosat")
     return root
 
