@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections import Counter
 
 import pytest
@@ -105,3 +106,15 @@ def test_recipe_split_proportions_and_minimum():
     assert json.dumps(split) == json.dumps(coop_recipe_split([("a", [f"a/{i}.jpg" for i in range(10)])], seed=1))
     with pytest.raises(MetapromptError, match="class 'b' has 3 images"):
         coop_recipe_split([("b", ["1.jpg", "2.jpg", "3.jpg"])], seed=1)
+
+
+@pytest.mark.parametrize("name", ["oxford_flowers", "stanford_cars"])
+def test_prepare_without_scipy_names_the_extra_to_install(tmp_path, capsys, monkeypatch, name):
+    """scipy is the optional `prepare` extra: without it, preparing a dataset with MATLAB label files is a
+    one-line error naming what to install, before anything is downloaded or linked."""
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `import scipy` now raises ImportError
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    code, output = prepare([name, "--root", str(tmp_path), "--download"], capsys, monkeypatch)
+    assert code == 2
+    assert "needs scipy, which is not installed: pip install 'metaprompt-vl[prepare]'" in output
+    assert list(tmp_path.iterdir()) == []

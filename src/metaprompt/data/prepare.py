@@ -43,6 +43,8 @@ class TorchvisionSource:
     folder: str
     links: tuple[str, ...]
     classes: Callable[[Path], ClassList] | None
+    reads_mat_files: bool = False
+    """Its labels come in MATLAB files, which need scipy (as torchvision's own reader does)."""
 
 
 EUROSAT_CLASSNAMES = {
@@ -63,11 +65,21 @@ def _folder_classes(folder: Path, image_dir: str, ignored: tuple[str, ...] = (),
             for d in subfolders(folder / image_dir, "one folder per class") if d.name not in ignored]
 
 
-def _load_mat(path: Path) -> dict:
+SCIPY_HINT = "pip install 'metaprompt-vl[prepare]' (or, in a clone, pip install -e \".[prepare]\")"
+
+
+def _require_scipy(what: str) -> None:
+    """scipy reads MATLAB files; it is the optional ``prepare`` extra, not a core dependency."""
     try:
-        from scipy.io import loadmat
+        import scipy.io  # noqa: F401
     except ImportError:
-        raise MetapromptError(f"{path}: reading .mat files needs scipy (pip install scipy)") from None
+        raise MetapromptError(f"{what} needs scipy, which is not installed: {SCIPY_HINT}") from None
+
+
+def _load_mat(path: Path) -> dict:
+    _require_scipy(f"reading the MATLAB file {path}")
+    from scipy.io import loadmat
+
     return loadmat(str(require_file(path, "a MATLAB file from the dataset's download")), squeeze_me=True)
 
 
@@ -151,7 +163,7 @@ SOURCES: dict[str, TorchvisionSource] = {
                                  partial(_folder_classes, image_dir="2750", renamed=EUROSAT_CLASSNAMES)),
     "dtd": TorchvisionSource("DTD", "dtd/dtd", ("images",), partial(_folder_classes, image_dir="images")),
     "oxford_flowers": TorchvisionSource("Flowers102", "flowers-102", ("jpg", "imagelabels.mat", "setid.mat"),
-                                        _flowers_classes),
+                                        _flowers_classes, reads_mat_files=True),
     "oxford_pets": TorchvisionSource("OxfordIIITPet", "oxford-iiit-pet", ("images", "annotations"), _pets_classes),
     "food101": TorchvisionSource("Food101", "food-101", ("images",), partial(_folder_classes, image_dir="images")),
     "fgvc_aircraft": TorchvisionSource(
@@ -165,7 +177,8 @@ SOURCES: dict[str, TorchvisionSource] = {
     "sun397": TorchvisionSource("SUN397", "", ("SUN397",), _sun_classes),
     "stanford_cars": TorchvisionSource(
         "StanfordCars", "stanford_cars",
-        ("cars_train", "cars_test", "devkit", "cars_test_annos_withlabels.mat"), _cars_classes),
+        ("cars_train", "cars_test", "devkit", "cars_test_annos_withlabels.mat"), _cars_classes,
+        reads_mat_files=True),
 }
 PREPARABLE = tuple(SOURCES)
 
@@ -177,6 +190,8 @@ def prepare_dataset(name: str, root: str | Path, download: bool = False, seed: i
     if name not in SOURCES:
         raise MetapromptError(f"cannot prepare {name!r}; expected one of: {', '.join(PREPARABLE)}")
     source = SOURCES[name]
+    if source.reads_mat_files:
+        _require_scipy(f"preparing {name} (its labels are MATLAB files)")
     root = absolute(root)
     if download:
         _download(source.tv_class, root, log)
