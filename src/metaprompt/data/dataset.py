@@ -55,7 +55,9 @@ class ImageDataset(Dataset):
             tensor = self.transform(image)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * SEED_STRIDE + self.view) * SEED_STRIDE + index)
+                # The CPU generator alone draws the crop and flip: torch.manual_seed would also queue a
+                # CUDA seeding call (with a stack trace) on every image of a CUDA build of torch.
+                torch.default_generator.manual_seed((self.seed * SEED_STRIDE + self.view) * SEED_STRIDE + index)
                 tensor = self.transform(image)
         return {"image": tensor, "label": item.label, "domain": self.domain_index.get(item.domain, 0), "index": index}
 
