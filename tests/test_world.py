@@ -34,6 +34,11 @@ def test_render_is_byte_identical_for_a_seed(tiny_world: Path, tmp_path: Path) -
     assert not np.array_equal(other, render_image("photo", 0, image_rng(3, "train", "photo", 0, 0)))
 
 
+def test_rendering_in_two_processes_writes_the_same_bytes(tiny_world: Path, tmp_path: Path) -> None:
+    parallel = render_world(tmp_path / "world", **TINY, processes=2)
+    assert _files(parallel) == _files(tiny_world)
+
+
 def test_layout_and_split_files_agree_on_labels(tiny_world: Path) -> None:
     assert list(CLASS_FOLDERS) == sorted(CLASS_FOLDERS) and len(CLASS_FOLDERS) == 60
     for domain in DOMAINS:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..world.pretrain import DEFAULT_STEPS, pretrain
+from ..world.pretraining import DEFAULT_STEPS, pretrain
 from ..world.render import render_world
 
 
@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="test images per class and domain (default 32)")
     render.add_argument("--val-per-class", type=int, default=4, metavar="N",
                         help="validation images per class in the base-to-new domain (default 4)")
+    render.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="render in N processes (the same files; default 1)")
     render.set_defaults(func=_render)
 
     pretrain = sub.add_parser(
@@ -49,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _render(args: argparse.Namespace) -> int:
     out = render_world(args.out, seed=args.seed, train_per_class=args.train_per_class,
-                       test_per_class=args.test_per_class, val_per_class=args.val_per_class)
+                       test_per_class=args.test_per_class, val_per_class=args.val_per_class,
+                       processes=args.processes)
     print(f"world rendered in {out}")
     return 0
 

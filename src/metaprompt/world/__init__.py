@@ -3,12 +3,24 @@ classes in four domains: photo, cartoon, sketch, painting) and a tiny CLIP pretr
 
 It stands in for real CLIP weights and datasets where none can be downloaded: the library's methods,
 protocols and tests run on it end to end. See docs/world.md.
-"""
-from .model import WorldCLIP, load_world_clip
-from .pretrain import pretrain
-from .render import CLASS_FOLDERS, CLASSNAMES, render_world
-from .domains import DOMAINS
-from .tokenizer import WorldTokenizer
 
-__all__ = ["CLASS_FOLDERS", "CLASSNAMES", "DOMAINS", "WorldCLIP", "WorldTokenizer", "load_world_clip",
-           "pretrain", "render_world"]
+The names below are imported on first use: rendering the world (also in the processes that render it in
+parallel) needs neither torch nor the model.
+"""
+from importlib import import_module
+
+_HOME = {
+    "CLASS_FOLDERS": "render", "CLASSNAMES": "render", "render_world": "render",
+    "DOMAINS": "domains",
+    "WorldCLIP": "model", "load_world_clip": "model",
+    "pretrain": "pretraining",
+    "WorldTokenizer": "tokenizer",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(import_module(f".{_HOME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
