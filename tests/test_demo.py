@@ -23,9 +23,21 @@ def quick_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "resolve", lambda preset: resolve(preset=preset, sets=["max_steps=1", "shots=2"]))
 
 
+def test_demo_runs_zero_shot_and_coop_first_then_the_heaviest():
+    runs = demo.demo_runs(list(demo.DEMO_METHODS))
+    assert [(r.protocol, r.method) for r in runs[:2]] == [("base2new", "zeroshot"), ("base2new", "coop")]
+    assert [r.method for r in runs[2:7]] == ["metaprompt"] * 5
+    assert len(runs) == len(demo.DEMO_METHODS) * (1 + 4)
+
+
 def test_demo_prints_both_protocols_and_the_held_out_gap_and_resumes(quick_demo, tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    """The first invocation runs in two worker processes, the second (which finds everything done) in this one."""
+    assert main(["demo", "--out", str(tmp_path), "--processes", "2"]) == 0
     printed = capsys.readouterr()
+    first, _, final = printed.out.partition("first results, after ")
+    assert "base2new zeroshot world seed 1: done" in first and "base2new coop world seed 1: done" in first
+    first_table = final.split("\n\n")[2]
+    assert first_table.startswith("| dataset | zeroshot Base") and "| coop HM |" in first_table
     assert "Numbers on the offline world" in printed.out
     assert "### Base-to-new generalisation" in printed.out
     assert "| world | " in printed.out
@@ -41,7 +53,7 @@ def test_demo_prints_both_protocols_and_the_held_out_gap_and_resumes(quick_demo,
     assert panels["Domain generalisation: world_dg, source vs held-out domains"] == ["source domains", "held-out domain"]
 
     mtimes = {p: p.stat().st_mtime_ns for p in results}
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--processes", "1"]) == 0
     again = capsys.readouterr()
     assert again.out.count("skipped (finished)") == len(results)
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
