@@ -15,6 +15,7 @@ to the EOT; the text pass runs over the first ``max(EOT index) + 1`` tokens only
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,9 +27,14 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import weights
 from .errors import MetapromptError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-pure": None}
+"""Autocast dtype of each precision. ``bf16`` / ``fp16``: mixed (weights and prompts stay fp32, matrix products
+run in the lower precision); ``fp16-pure``: weights, prompts and features in fp16 without autocast, as the
+released codebases' default ``PREC: fp16`` (CUDA only)."""
+PURE_FP16 = "fp16-pure"
 WORLD_MODEL = "world-tiny"
 
 
@@ -56,6 +62,10 @@ class PromptCLIP(nn.Module):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        if precision == PURE_FP16:
+            self.model.half()
+        self.feature_dtype = torch.float16 if precision == PURE_FP16 else torch.float32
+        """The dtype of features and logits: fp16 in pure fp16, else fp32."""
         self.tokenizer = tokenizer
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
         self.source = source
@@ -176,12 +186,12 @@ class PromptCLIP(nn.Module):
     def image_features(self, images: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised image features under this model's precision."""
         with self.autocast():
-            return F.normalize(self.encode_image(images, prompts).float(), dim=-1)
+            return F.normalize(self.encode_image(images, prompts).to(self.feature_dtype), dim=-1)
 
     def text_features(self, tokens: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised text features under this model's precision."""
         with self.autocast():
-            return F.normalize(self.encode_text(tokens, prompts).float(), dim=-1)
+            return F.normalize(self.encode_text(tokens, prompts).to(self.feature_dtype), dim=-1)
 
     @torch.no_grad()
     def zero_shot_classifier(self, classnames: list[str], templates: tuple[str, ...],
@@ -261,6 +271,10 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
     checkpoint file, or None for random weights (or the hf-hub / world model's own weights).
     """
     source = ModelSource(name, pretrained)
+    if precision == PURE_FP16 and torch.device(device).type != "cuda":
+        _warn(f"precision {PURE_FP16} runs on CUDA only; on {torch.device(device).type} this run uses fp32, "
+              "with everything else the same")
+        precision = "fp32"
     if name == WORLD_MODEL:
         clip = _load_world(pretrained, source, precision)
     else:
@@ -278,7 +292,8 @@ def _load_world(pretrained: str | None, source: ModelSource, precision: str) -> 
 
 def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, precision: str) -> PromptCLIP:
     arch = _register_config_file(name)
-    if pretrained and not Path(pretrained).exists() and pretrained not in _known_tags(arch):
+    is_file = bool(pretrained) and Path(pretrained).exists()
+    if pretrained and not is_file and pretrained not in _known_tags(arch):
         if pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
             raise MetapromptError(f"checkpoint file {pretrained} does not exist")
         raise MetapromptError(
@@ -287,9 +302,19 @@ def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, prec
     if not arch.startswith(("hf-hub:", "local-dir:")) and arch not in open_clip.list_models():
         raise MetapromptError(f"unknown model {name!r}: open_clip has no such architecture "
                               "(see open_clip.list_models(), or pass an open_clip model config JSON file)")
+    checkpoint = weights.read_checkpoint(pretrained) if is_file else None
+    openai = pretrained == weights.OPENAI_TAG or bool(checkpoint and checkpoint.openai)
+    quick_gelu = weights.quick_gelu_for(arch, None if is_file else pretrained, openai, warn=_warn)
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained or None, load_weights=True)
+        if checkpoint is not None and checkpoint.openai:
+            model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
+            weights.load_openai_state_dict(model, checkpoint, arch)
+        else:
+            model = open_clip.create_model(arch, pretrained=pretrained or None, load_weights=True,
+                                           force_quick_gelu=quick_gelu)
         tokenizer = open_clip.get_tokenizer(arch)
+    except MetapromptError:
+        raise
     except Exception as err:  # noqa: BLE001 - open_clip, hf-hub and torch.load raise many kinds
         raise _weights_error(name, pretrained, err) from None
     cfg = open_clip.get_model_preprocess_cfg(model)
@@ -307,6 +332,10 @@ def _register_config_file(name: str) -> str:
         open_clip.add_model_config(path)
         return path.stem
     return name
+
+
+def _warn(message: str) -> None:
+    print(f"metaprompt: warning: {message}", file=sys.stderr)
 
 
 def _known_tags(arch: str) -> list[str]:
