@@ -270,13 +270,13 @@ WORLD_CLASSES = ("red_star", "blue_circle", "green_square", "yellow_triangle")
 def make_world(root: Path) -> Path:
     """``world/``: DomainNet-style <domain>/<class_folder>/*.png with splits/<domain>_{train,test}.txt
     (3 / 2 images per class), and split_zhou_World.json (paths relative to world/) splitting the photo
-    domain per class into 2 train, 1 val, 2 test, with class names spelt with spaces."""
+    domain per class into 2 train, 1 val, 2 test, classes named by their folders (as the render names them)."""
     folder = _make_domainnet_style(root / "world", WORLD_DOMAINS, WORLD_CLASSES, ".png", train=3, test=2)
     split: dict[str, list] = {"train": [], "val": [], "test": []}
     for label, cls in enumerate(WORLD_CLASSES):
         for i in range(5):
             key = "train" if i < 2 else "val" if i == 2 else "test"
-            split[key].append([f"photo/{cls}/photo_{label:03d}_{i:06d}.png", label, cls.replace("_", " ")])
+            split[key].append([f"photo/{cls}/photo_{label:03d}_{i:06d}.png", label, cls])
     (folder / "split_zhou_World.json").write_text(json.dumps(split, indent=4))
     return folder
 

@@ -13,7 +13,7 @@ from metaprompt.cli import main
 from tiny import make_image_folder
 
 CLASSES = sorted(["red_star", "blue_circle", "green_square", "yellow_heart", "cat", "dog"])
-NAMES = [c.replace("_", " ") for c in CLASSES]  # labels follow the sorted folder names
+NAMES = list(CLASSES)  # labels follow the sorted folder names; readers keep them as they are
 SMALL = {
     "zeroshot": [],
     "coop": ["n_ctx=4"],

@@ -55,7 +55,7 @@ def test_layout_and_split_files_agree_on_labels(tiny_world: Path) -> None:
     assert {k: len(v) for k, v in zhou.items()} == {"train": 60, "val": 60, "test": 60}
     for relpath, label, classname in (e for split in zhou.values() for e in split):
         assert relpath.split("/")[0] in BASE_TO_NEW_DOMAINS and (tiny_world / relpath).is_file()
-        assert relpath.split("/")[1] == CLASS_FOLDERS[label] and classname == CLASSNAMES[label]
+        assert relpath.split("/")[1] == CLASS_FOLDERS[label] and classname == CLASS_FOLDERS[label]
     assert json.loads((tiny_world / MARKER).read_text())["seed"] == 3
 
 

@@ -44,6 +44,17 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {
 }
 
 
+def prompt_classname(name: str) -> str:
+    """A class name as it goes into a prompt: underscores become spaces, as every reference trainer does
+    (``name.replace("_", " ")``). Dataset readers keep the names the reference readers give
+    (``american_bulldog``); this is the one place they are turned into words."""
+    return name.replace("_", " ")
+
+
+def prompt_classnames(names: list[str]) -> list[str]:
+    return [prompt_classname(n) for n in names]
+
+
 def templates_for(dataset: str, style: str = "zero_shot") -> tuple[str, ...]:
     """The templates for ``dataset`` in ``style``: ``zero_shot`` (CoOp's), ``metaprompt`` (the
     method's w_txt0), or the name of an ensemble in ``ENSEMBLES``."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
 from .imagefolder import SPLITS
-from .layout import (classnames_of, dataset_folder, existing_image, folder_classname, image_files, numbered_lines,
+from .layout import (classnames_of, dataset_folder, existing_image, image_files, numbered_lines,
                      path_and_label, require_items, subfolders, template_key)
 from .registry import register
 
@@ -80,7 +80,7 @@ def _list_items(list_file: Path, image_dir: Path, domain: str, split: str, layou
         if relpath in layout.skip:
             continue
         impath = existing_image(image_dir, relpath, list_file, f"line {number}")
-        classname = folder_classname(Path(relpath).parent.name)
+        classname = Path(relpath).parent.name  # the class folder, as the reference readers name it
         items.append(Datum(impath, label - layout.first_label, classname, domain))
     return require_items(items, list_file, f"{domain} {split}")
 
@@ -113,7 +113,7 @@ def read_folder_dg(root: str | Path, layout: FolderLayout) -> DatasetSplits:
     folder = dataset_folder(root, layout.folder, f"<domain>/{{{','.join(subdirs)}}}/<class>/ image folders")
     domain_dirs = {domain: _domain_dir(folder, domain) for domain in layout.domains}
     class_folders = _shared_class_folders(domain_dirs, subdirs)
-    classnames = [folder_classname(c.lower()) for c in class_folders]
+    classnames = [c.lower() for c in class_folders]
     splits = {split: require_items(_folder_items(domain_dirs, dirs, class_folders, classnames), folder, split)
               for split, dirs in layout.split_dirs.items()}
     return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],

@@ -16,7 +16,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSplits:
-    """Read ``root/<split>/<class>/`` folders. Class names are folder names with ``_`` as spaces;
+    """Read ``root/<split>/<class>/`` folders. Class names are the folder names (prompts spell ``_`` as a space);
     labels follow the sorted folder names of the train split (or of the first split present)."""
     root = Path(root)
     present = [s for s in SPLITS if (root / s).is_dir()]
@@ -28,7 +28,7 @@ def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSpl
     if not class_dirs:
         raise MetapromptError(f"{root / present[0]}: expected one folder per class, found none")
     label_of = {c: i for i, c in enumerate(class_dirs)}
-    classnames = [c.replace("_", " ") for c in class_dirs]
+    classnames = list(class_dirs)
     splits: dict[str, list[Datum]] = {s: [] for s in SPLITS}
     for split in present:
         for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):

@@ -77,11 +77,6 @@ def existing_image(base: Path, relpath: str, source: Path, where: str) -> str:
     return str(impath)
 
 
-def folder_classname(folder: str) -> str:
-    """A class name derived from a folder name: underscores become spaces."""
-    return folder.replace("_", " ")
-
-
 def subfolders(path: Path, expected: str) -> list[Path]:
     """The sub-folders of ``path``, sorted by name; there must be at least one."""
     found = sorted(p for p in require_dir(path, expected).iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..prompts import deep_prompts
+from ..templates import prompt_classnames
 from .base import PromptMethod
 
 
@@ -29,7 +30,7 @@ class VPT(PromptMethod):
         self.visual_prompts = deep_prompts(self.clip, self.cfg.depth, self.cfg.n_vis, self.clip.d_vis, len(v.resblocks))
 
     def on_classes_changed(self) -> None:
-        self.classifier = self.clip.zero_shot_classifier(self.classnames, (self.cfg.template,))
+        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames), (self.cfg.template,))
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier if classes is None else self.classifier[classes]

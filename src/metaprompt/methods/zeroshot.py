@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import MetapromptError
-from ..templates import templates_for
+from ..templates import prompt_classnames, templates_for
 from .base import Batch, PromptMethod
 
 
@@ -23,7 +23,8 @@ class ZeroShotCLIP(PromptMethod):
     frozen_image_encoder = True
 
     def on_classes_changed(self) -> None:
-        self.classifier = self.clip.zero_shot_classifier(self.classnames, templates_for(self.dataset, self.cfg.templates))
+        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames),
+                                                         templates_for(self.dataset, self.cfg.templates))
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier if classes is None else self.classifier[classes]

@@ -31,10 +31,12 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "pretrain": 3}
 BASE_TO_NEW_DOMAINS = ("photo",)
 MARKER = "world.json"
 SPLIT_ZHOU = "split_zhou_World.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: split_zhou_World.json names classes by their folders (``red_star``), as CoOp's split files do."""
 
 CLASS_FOLDERS: tuple[str, ...] = tuple(sorted(f"{c}_{s}" for c in COLOURS for s in SHAPES))
 CLASSNAMES: tuple[str, ...] = tuple(f.replace("_", " ") for f in CLASS_FOLDERS)
+"""The class names as prompts spell them (``red star``); the dataset files name classes by folder."""
 
 
 def colour_and_shape(label: int) -> tuple[str, str]:
@@ -112,7 +114,7 @@ def _remove_stale(out_dir: Path) -> None:
 
 
 def _zhou_entries(items: list[_Item]) -> list[list]:
-    return [[it.relpath, it.label, CLASSNAMES[it.label]] for it in items]
+    return [[it.relpath, it.label, CLASS_FOLDERS[it.label]] for it in items]
 
 
 def _write_split_files(out_dir: Path, spec: WorldSpec) -> None:
