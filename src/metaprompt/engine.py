@@ -48,7 +48,8 @@ class TrainConfig:
     """Training images per class (per class per source domain in domain generalisation); 0 = all."""
     seed: int = 1
     precision: str = "fp32"
-    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision)."""
+    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision), or fp16-pure
+    (weights and prompts in fp16, as the released codebases' default; CUDA only, fp32 elsewhere)."""
     num_workers: int = 2
     augment_views: int = 0
     """Distinct augmented views per training image (0: a new view every epoch)."""
@@ -59,11 +60,13 @@ class TrainConfig:
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
-    """The LR of ``epoch`` (0-based): ``warmup_lr`` for the warm-up epochs, then cosine annealing over
-    ``epochs`` evaluated at the epoch index, as Dassl's ConstantWarmupScheduler + CosineAnnealingLR."""
+    """The LR of ``epoch`` (0-based), as Dassl's ConstantWarmupScheduler around CosineAnnealingLR(T_max =
+    ``epochs``) with WARMUP_RECOUNT = True (its default) sets it: ``warmup_lr`` for the ``W`` warm-up
+    epochs, then the cosine restarts from the full LR, so epoch ``e >= W`` runs at
+    ``0.5 * lr * (1 + cos(pi * (e - W) / epochs))`` (epoch W at the full LR)."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
 
 
 def seed_everything(seed: int) -> None:
@@ -169,6 +172,7 @@ class Trainer:
         """Train from the start, or (``resume``) from the checkpoint in ``work_dir``, to the last epoch.
         Every process starts from rank 0's prompts, as DistributedDataParallel does."""
         seed_everything(self.cfg.seed)
+        self.method.reset_random_state(self.cfg.seed)
         if resume:
             self.try_resume()
         dist.broadcast_from_main(self.method.trainable_parameters())
@@ -289,9 +293,7 @@ def rng_states(method: PromptMethod) -> dict:
     states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
-    generator = getattr(method, "split_generator", None)
-    if generator is not None:
-        states["split"] = generator.get_state()
+    states["method"] = method.random_state()
     return states
 
 
@@ -301,8 +303,7 @@ def set_rng_states(method: PromptMethod, states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    if "split" in states:
-        method.split_generator.set_state(states["split"])
+    method.set_random_state(states.get("method", {}))
 
 
 # --------------------------------------------------------------------- evaluation

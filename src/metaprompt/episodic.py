@@ -11,6 +11,7 @@ at the adapted prompts, then the prompts are restored. Finally
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -26,8 +27,8 @@ Episode = tuple[LossFn, LossFn]
 
 
 def cross_class_update(method: "MetaPrompt", batch: "Batch", frozen: torch.Tensor,
-                       optimizer: torch.optim.Optimizer, lr: float) -> int:
-    """Meta update of the text prompts over class groups; returns the number of episodes run."""
+                       optimizer: torch.optim.Optimizer, lr: float) -> list[torch.Tensor]:
+    """Meta update of the text prompts over class groups; returns the meta-test gradient of each episode run."""
     n = method.num_classes
     groups = [g.to(batch.labels.device) for g in class_groups(method)]
     episodes = []
@@ -44,42 +45,60 @@ def cross_class_update(method: "MetaPrompt", batch: "Batch", frozen: torch.Tenso
 
 
 def class_groups(method: "MetaPrompt") -> list[torch.Tensor]:
-    """The next cross-class split: all class ids, shuffled by the method's split generator, cut into groups."""
-    return list(torch.randperm(method.num_classes, generator=method.split_generator)
-                .tensor_split(method.cfg.n_class_splits))
+    """The next cross-class split, as the released code draws it: all class ids shuffled by Python's
+    ``random.shuffle`` (the method's split generator) and cut into ``n_class_splits`` chunks of
+    ``ceil(n / N)`` (the last ones shorter, possibly empty)."""
+    ids = list(range(method.num_classes))
+    method.split_random.shuffle(ids)
+    size = math.ceil(len(ids) / method.cfg.n_class_splits)
+    return [torch.tensor(ids[k * size:(k + 1) * size], dtype=torch.long) for k in range(method.cfg.n_class_splits)]
 
 
 def cross_domain_update(method: "MetaPrompt", batch: "Batch", optimizer: torch.optim.Optimizer,
-                        lr: float) -> int:
-    """Meta update of the visual prompts over source domains; returns the number of episodes run."""
+                        lr: float) -> list[torch.Tensor]:
+    """Meta update of the visual prompts over source domains; returns the meta-test gradient of each episode
+    run."""
     domains = batch.domains
-    size = int(global_sum(torch.tensor(int(domains.max()) + 1 if domains.numel() else 0)).item())
-    present = global_sum(torch.bincount(domains, minlength=size)) if size else torch.zeros(0)
     episodes = []
-    for d in torch.nonzero(present).flatten().tolist():
-        test_rows = domains == d
-        train_rows = ~test_rows
+    for test_rows, train_rows in domain_episodes(domains, released=method.cfg.compat == "released"):
         if not (_any_global(train_rows) and _any_global(test_rows)):
             continue
         episodes.append((_domain_loss(method, batch, train_rows), _domain_loss(method, batch, test_rows)))
     return run_episodes(method, method.visual_prompts, episodes, optimizer, lr)
 
 
+def domain_episodes(domains: torch.Tensor, released: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(meta-test rows, meta-train rows) of each episode of the cross-domain split, over the global batch.
+
+    Clean: every source domain present in the batch is meta-test once, the other rows meta-train. Released:
+    as the released code, N = the number of distinct domains in the batch, episode ``i`` tests on domain id
+    ``i`` for ``i`` in 0..N-1 and trains on the other ids below N, so when a domain id is missing from a batch
+    some present domains are tested on never, or trained on never."""
+    size = int(global_sum(torch.tensor(int(domains.max()) + 1 if domains.numel() else 0)).item())
+    present = global_sum(torch.bincount(domains, minlength=size)) if size else torch.zeros(0)
+    if not released:
+        return [(domains == d, domains != d) for d in torch.nonzero(present).flatten().tolist()]
+    n = int((present > 0).sum())
+    return [(domains == i, (domains < n) & (domains != i)) for i in range(n)]
+
+
 def run_episodes(method: "MetaPrompt", prompts: torch.nn.Parameter, episodes: list[Episode],
-                 optimizer: torch.optim.Optimizer, lr: float) -> int:
-    """Inner step, meta-test gradient and restore for each episode, then the summed meta step."""
+                 optimizer: torch.optim.Optimizer, lr: float) -> list[torch.Tensor]:
+    """Inner step, meta-test gradient and restore for each episode, then the summed meta step; returns the
+    episodes' meta-test gradients."""
     if not episodes:
-        return 0
+        return []
     saved = prompts.detach().clone()
-    meta_grad = torch.zeros_like(prompts)
+    grads = []
     for train_loss, test_loss in episodes:
         method.step(train_loss(), optimizer)
-        meta_grad += method.gradient(test_loss(), prompts)
-        restore(prompts, saved, method.cfg.restore)
+        grads.append(method.gradient(test_loss(), prompts))
+        restore(prompts, saved, method.cfg.compat)
     with torch.no_grad():
-        prompts.sub_(method.cfg.meta_step * lr * meta_grad)
-    optimizer.zero_grad(set_to_none=True)
-    return len(episodes)
+        for grad in grads:  # one gradient at a time, in the released code's order of operations
+            prompts.sub_(lr * grad * method.cfg.meta_step)
+    optimizer.zero_grad(set_to_none=method.zero_grad_to_none)
+    return grads
 
 
 def restore(prompts: torch.nn.Parameter, saved: torch.Tensor, mode: str) -> None:

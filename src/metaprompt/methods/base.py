@@ -65,6 +65,9 @@ class PromptMethod(nn.Module):
     """Class text features depend on no image (every method but CoCoOp): they can be cached per evaluation."""
     frozen_image_encoder: ClassVar[bool] = False
     """No visual prompts: image features are CLIP's own and can be cached."""
+    zero_grad_to_none: bool = True
+    """``optimizer.zero_grad`` sets gradients to None (torch >= 2.0); False zeroes them (torch 1.x), so that
+    momentum and weight decay still move a parameter that a step's loss does not reach."""
 
     def __init__(self, cfg, clip: PromptCLIP, classnames: list[str], dataset: str = "default",
                  options: ComputeOptions | None = None):
@@ -92,6 +95,16 @@ class PromptMethod(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised image features [B, D]; the frozen encoder unless the method has visual prompts."""
         return self.frozen_image_features(images)
+
+    def reset_random_state(self, seed: int) -> None:
+        """Seed the method's own randomness, if it has any (the trainer calls this with the run's seed)."""
+
+    def random_state(self) -> dict:
+        """The method's own random state, for checkpoints ({} when it has none)."""
+        return {}
+
+    def set_random_state(self, state: dict) -> None:
+        """Restore what :meth:`random_state` returned."""
 
     # ------------------------------------------------------------ shared behaviour
     def set_classes(self, classnames: list[str]) -> None:
@@ -186,10 +199,10 @@ class PromptMethod(nn.Module):
         """Cross-entropy summed here and divided by the count over ALL processes, so that gradients
         summed over processes equal the single-process mean over the global batch."""
         count = global_sum(torch.tensor(float(labels.numel()), device=logits.device))
-        return F.cross_entropy(logits.float(), labels, reduction="sum") / count.clamp(min=1.0)
+        return F.cross_entropy(logits.to(self.clip.feature_dtype), labels, reduction="sum") / count.clamp(min=1.0)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=self.zero_grad_to_none)
         loss.backward()
         sum_gradients([p.grad for p in self.trainable_parameters()])
         optimizer.step()
