@@ -7,10 +7,25 @@ from torch import nn
 
 from .clip import PromptCLIP
 from .errors import MetapromptError
+from .templates import prompt_classnames
 
 PROMPT_STD = 0.02
 PLACEHOLDER = "X"
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+DEEP_CTX_INIT_MAX = 4
+"""multimodal-prompt-learning (IVLP, MaPLe) initialises from ``ctx_init`` only when ``n_ctx <= 4``; with more
+tokens it starts from random vectors and ``X`` placeholders instead."""
+
+
+def coop_n_ctx(n_ctx: int, ctx_init: str) -> int:
+    """CoOp's and CoCoOp's number of context tokens: with ``ctx_init`` the number of its words (the released
+    code ignores N_CTX then), else ``n_ctx``."""
+    return len(ctx_init.split(" ")) if ctx_init else n_ctx
+
+
+def deep_ctx_init(n_ctx: int, ctx_init: str) -> str:
+    """The ``ctx_init`` that IVLP and MaPLe actually use: none when ``n_ctx > 4`` (see DEEP_CTX_INIT_MAX)."""
+    return ctx_init if n_ctx <= DEEP_CTX_INIT_MAX else ""
 
 
 def random_prompts(*shape: int) -> nn.Parameter:
@@ -47,17 +62,16 @@ class ClassPrompts:
 
     ``prefix`` is ``ctx_init`` when given, else ``n_ctx`` placeholder words; the learned context overwrites
     the first ``n_ctx`` prefix tokens. ``position`` places the class name after (``end``), inside
-    (``middle``) or before (``front``) the context, as in CoOp. Underscores in class names become spaces.
+    (``middle``) or before (``front``) the context, as in CoOp. Class names go in as
+    :func:`metaprompt.templates.prompt_classname` spells them.
     """
 
     def __init__(self, clip: PromptCLIP, classnames: list[str], n_ctx: int, ctx_init: str = "",
                  position: str = "end"):
         if position not in CLASS_TOKEN_POSITIONS:
             raise MetapromptError(f"class_token_position {position!r}; expected one of {', '.join(CLASS_TOKEN_POSITIONS)}")
-        if position != "end" and ctx_init:
-            raise MetapromptError("ctx_init works with class_token_position 'end' only (as in CoOp)")
         self.n_ctx = n_ctx
-        names = [c.replace("_", " ") for c in classnames]
+        names = prompt_classnames(classnames)
         prefix = ctx_init or " ".join([PLACEHOLDER] * n_ctx)
         name_lengths = (clip.eot_index(clip.tokenize(names)) - 1).tolist()
         texts, positions = [], []
@@ -97,7 +111,7 @@ class ClassPrompts:
         """Normalised text features [C, D]: ``ctx`` as layer 0, ``deep`` [depth, n_ctx, d] for layers 1+."""
         with clip.autocast():
             x = self.embed(ctx, classes)
-            return F.normalize(clip.encode_text_embeddings(x, self.eot_of(classes), deep).float(), dim=-1)
+            return F.normalize(clip.encode_text_embeddings(x, self.eot_of(classes), deep).to(clip.feature_dtype), dim=-1)
 
 
 def _place(prefix: str, name: str, n_ctx: int, name_len: int, position: str) -> tuple[str, list[int]]:

@@ -41,7 +41,7 @@ def build_method(name: str, clip: PromptCLIP, classnames: list[str], config=None
                  options: ComputeOptions | None = None) -> PromptMethod:
     cls = method_class(name)
     method = cls(config if config is not None else cls.config_class(), clip, classnames, dataset, options)
-    return method.to(clip.device)
+    return method.to(clip.device, clip.feature_dtype)
 
 
 __all__ = ["METHODS", "Batch", "ComputeOptions", "PromptMethod", "build_method", "make_config", "method_class",

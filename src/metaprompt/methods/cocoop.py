@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..prompts import ClassPrompts, context_from_text, random_prompts
+from ..prompts import ClassPrompts, context_from_text, coop_n_ctx, random_prompts
 from .base import PromptMethod
 
 
 @dataclass
 class CoCoOpConfig:
     n_ctx: int = 4
-    """Number of context vectors."""
+    """Number of context vectors; with ``ctx_init``, the number of its words (as released)."""
     ctx_init: str = "a photo of a"
     """Initialise the context from these words' embeddings ('' = random)."""
     image_chunk: int = 8
@@ -28,19 +28,23 @@ class CoCoOp(PromptMethod):
     image_independent_text = False
     frozen_image_encoder = True
 
+    @property
+    def n_ctx(self) -> int:
+        return coop_n_ctx(self.cfg.n_ctx, self.cfg.ctx_init)
+
     def build(self) -> None:
         clip, cfg = self.clip, self.cfg
         clip.require_text_prompts(self.name)
-        self.text_prompts = random_prompts(1, cfg.n_ctx, clip.d_text)
+        self.text_prompts = random_prompts(1, self.n_ctx, clip.d_text)
         if cfg.ctx_init:
             with torch.no_grad():
-                self.text_prompts[0] = context_from_text(clip, cfg.ctx_init, cfg.n_ctx)
+                self.text_prompts[0] = context_from_text(clip, cfg.ctx_init, self.n_ctx)
         hidden = clip.embed_dim // 16
         self.meta_net = nn.Sequential(nn.Linear(clip.embed_dim, hidden), nn.ReLU(inplace=True),
                                       nn.Linear(hidden, clip.d_text))
 
     def on_classes_changed(self) -> None:
-        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.cfg.n_ctx, self.cfg.ctx_init)
+        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.n_ctx, self.cfg.ctx_init)
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Class features with the unconditioned context (no image): for inspection only."""
@@ -55,12 +59,12 @@ class CoCoOp(PromptMethod):
 
     def conditioned_logits(self, features: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """Logits [b, C] of b images, each over the class prompts built from its own context [b, n_ctx, d]."""
-        base, n = self.class_prompts.embeddings, self.cfg.n_ctx
+        base, n = self.class_prompts.embeddings, self.n_ctx
         b, (c, length, d) = features.shape[0], base.shape
         x = torch.cat([base[None, :, :1].expand(b, c, 1, d),
                        contexts[:, None].to(base.dtype).expand(b, c, n, d),
                        base[None, :, 1 + n:].expand(b, c, length - 1 - n, d)], dim=2).reshape(b * c, length, d)
         with self.clip.autocast():
-            text = self.clip.encode_text_embeddings(x, self.class_prompts.eot.repeat(b)).float()
+            text = self.clip.encode_text_embeddings(x, self.class_prompts.eot.repeat(b)).to(self.clip.feature_dtype)
         text = F.normalize(text, dim=-1).view(b, c, -1)
         return self.clip.logit_scale * torch.einsum("bd,bcd->bc", features, text)

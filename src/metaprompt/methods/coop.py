@@ -5,14 +5,14 @@ from dataclasses import dataclass
 
 import torch
 from ..errors import MetapromptError
-from ..prompts import ClassPrompts, context_from_text, random_prompts
+from ..prompts import ClassPrompts, context_from_text, coop_n_ctx, random_prompts
 from .base import PromptMethod
 
 
 @dataclass
 class CoOpConfig:
     n_ctx: int = 4
-    """Number of context vectors (4 = the tokens of "a photo of a")."""
+    """Number of context vectors; with ``ctx_init``, the number of its words (as released)."""
     ctx_init: str = "a photo of a"
     """Initialise the context from these words' embeddings; empty: random N(0, 0.02^2)."""
     class_specific: bool = False
@@ -26,14 +26,22 @@ class CoOp(PromptMethod):
     config_class = CoOpConfig
     frozen_image_encoder = True
 
+    @property
+    def n_ctx(self) -> int:
+        return coop_n_ctx(self.cfg.n_ctx, self.cfg.ctx_init)
+
     def build(self) -> None:
         self.clip.require_text_prompts(self.name)
         cfg = self.cfg
-        shape = (self.num_classes, cfg.n_ctx) if cfg.class_specific else (1, cfg.n_ctx)
+        if cfg.class_specific and cfg.ctx_init:
+            raise MetapromptError("class_specific contexts start from random vectors: CoOp's released code ignores "
+                                  "class_specific when ctx_init is set (one generic context); set ctx_init '' "
+                                  "(--set ctx_init=) for class-specific contexts")
+        shape = (self.num_classes, self.n_ctx) if cfg.class_specific else (1, self.n_ctx)
         ctx = random_prompts(*shape, self.clip.d_text)
         if cfg.ctx_init:
             with torch.no_grad():
-                ctx[:] = context_from_text(self.clip, cfg.ctx_init, cfg.n_ctx)
+                ctx[:] = context_from_text(self.clip, cfg.ctx_init, self.n_ctx)
         if cfg.class_specific:
             self.class_text_prompts = ctx
         else:
@@ -43,8 +51,8 @@ class CoOp(PromptMethod):
         if self.cfg.class_specific and self.num_classes != self.class_text_prompts.shape[0]:
             raise MetapromptError(f"class-specific CoOp prompts were trained for {self.class_text_prompts.shape[0]} "
                                   f"classes and cannot serve {self.num_classes}")
-        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.cfg.n_ctx, self.cfg.ctx_init,
-                                    self.cfg.class_token_position)
+        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.n_ctx, self.cfg.ctx_init,
+                                          self.cfg.class_token_position)
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         ids = torch.arange(self.num_classes, device=self.device) if classes is None else classes

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..prompts import ClassPrompts, deep_prompts
+from ..prompts import ClassPrompts, deep_ctx_init, deep_prompts
 from .base import PromptMethod
 
 
@@ -20,7 +20,8 @@ class IVLPConfig:
     vision_depth: int = 12
     """Image blocks that receive prompts (1 = input only)."""
     ctx_init: str = "a photo of a"
-    """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random)."""
+    """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
+    when n_ctx > 4, as released)."""
 
 
 class IVLP(PromptMethod):
@@ -32,12 +33,17 @@ class IVLP(PromptMethod):
         clip.require_text_prompts(self.name)
         clip.require_visual_prompts(self.name)
         self.text_prompts = deep_prompts(clip, cfg.text_depth, cfg.n_ctx, clip.d_text,
-                                         len(clip.model.transformer.resblocks), cfg.ctx_init)
+                                         len(clip.model.transformer.resblocks), self.ctx_init)
         self.visual_prompts = deep_prompts(clip, cfg.vision_depth, cfg.n_vis, clip.d_vis,
                                            len(clip.model.visual.transformer.resblocks))
 
     def on_classes_changed(self) -> None:
-        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.cfg.n_ctx, self.cfg.ctx_init)
+        self.class_prompts = ClassPrompts(self.clip, self.classnames, self.cfg.n_ctx, self.ctx_init)
+
+    @property
+    def ctx_init(self) -> str:
+        """The context words actually used (none beyond 4 tokens, as released)."""
+        return deep_ctx_init(self.cfg.n_ctx, self.cfg.ctx_init)
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         ids = torch.arange(self.num_classes, device=self.device) if classes is None else classes

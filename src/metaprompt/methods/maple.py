@@ -2,6 +2,7 @@
 function of that layer's text prompt."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,8 @@ class MaPLeConfig:
     depth: int = 9
     """Blocks that receive prompts on both sides."""
     ctx_init: str = "a photo of a"
-    """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random)."""
+    """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
+    when n_ctx > 4, as released)."""
 
 
 class MaPLe(IVLP):
@@ -31,10 +33,18 @@ class MaPLe(IVLP):
         clip.require_visual_prompts(self.name)
         self.text_prompts = deep_prompts(clip, cfg.depth, cfg.n_ctx, clip.d_text,
                                          min(len(clip.model.transformer.resblocks),
-                                             len(clip.model.visual.transformer.resblocks)), cfg.ctx_init)
-        self.couplings = nn.ModuleList(nn.Linear(clip.d_text, clip.d_vis) for _ in range(cfg.depth))
+                                             len(clip.model.visual.transformer.resblocks)), self.ctx_init)
+        self.couplings = couplings(clip.d_text, clip.d_vis, cfg.depth)
 
     @property
     def visual_prompts(self) -> torch.Tensor:
         """[depth, n_ctx, d_vis]: the coupling of each layer's text prompt."""
         return torch.stack([f(p) for f, p in zip(self.couplings, self.text_prompts)])
+
+
+def couplings(d_text: int, d_vis: int, depth: int) -> nn.ModuleList:
+    """One ``Linear(d_text, d_vis)`` per prompted layer, as the released code makes them: one for the first
+    layer, and ONE more deep-copied for each deeper layer, so that the deep couplings start identical."""
+    first = nn.Linear(d_text, d_vis)
+    deep = nn.Linear(d_text, d_vis)
+    return nn.ModuleList([first, *(copy.deepcopy(deep) for _ in range(depth - 1))])
