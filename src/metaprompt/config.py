@@ -1,9 +1,17 @@
 """A run's full configuration: method, model, method options and training options; presets shipped as
-YAML inside the package; ``--set key=value`` overrides with type checks."""
+YAML inside the package; ``--set key=value`` overrides with type checks.
+
+A published preset names the released config file it follows (``follows``), and may hold *variants*: the
+other released config files that the reference scripts pick for some datasets or shot counts (CoOp trains
+50 epochs on ImageNet and at 1 shot, 100 at 2 and 4 shots). :meth:`RunConfig.for_task` picks the variant
+for a run's dataset and shots. A value the user sets is never replaced by a variant; one that differs from
+the published value is a *departure*, recorded in the run's config and reported in one line.
+"""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +34,25 @@ DEFAULT_PRESETS = {
     "metaprompt": "metaprompt_b2n",
 }
 TOP_LEVEL = ("model", "pretrained")
+EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed", "train.shots"})
+"""Settings that do not depart from a published configuration: how a run executes (workers, the test batch,
+which changes no number) and what the protocol asks of it (seed, shots)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A released config file that replaces the preset's own for some datasets or shot counts."""
+
+    follows: str
+    datasets: tuple[str, ...] = ()
+    """The datasets it is for (any when empty)."""
+    shots: tuple[int, ...] = ()
+    """The shot counts it is for (any when empty)."""
+    values: dict[str, Any] = field(default_factory=dict)
+    """Scoped keys (``train.epochs``) and their values."""
+
+    def matches(self, dataset: str, shots: int) -> bool:
+        return (not self.datasets or dataset in self.datasets) and (not self.shots or shots in self.shots)
 
 
 @dataclass
@@ -36,10 +63,19 @@ class RunConfig:
     method_config: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = ""
+    follows: str | None = None
+    """The released config file the run follows (``owner/repo path``); None for this project's own presets."""
+    departures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Published values the run changes: ``{key: {"published": value, "used": value}}``."""
+    published: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    user_keys: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    variants: tuple[Variant, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        d["train"] = dataclasses.asdict(self.train)
         d["method_config"] = dataclasses.asdict(make_config(self.method, self.method_config))
+        d["departures"] = dict(self.departures)
         return d
 
     @classmethod
@@ -47,6 +83,41 @@ class RunConfig:
         d = dict(d)
         d["train"] = TrainConfig(**d.get("train", {}))
         return cls(**d)
+
+    def value(self, key: str) -> Any:
+        """The value of a scoped key: ``model``, ``pretrained``, ``train.<name>`` or ``method.<name>``."""
+        if key in TOP_LEVEL:
+            return getattr(self, key)
+        scope, name = key.split(".", 1)
+        if scope == "train":
+            return getattr(self.train, name)
+        return self.method_config.get(name, getattr(method_class(self.method).config_class(), name))
+
+    def for_task(self, dataset: str) -> "RunConfig":
+        """This config for a run on ``dataset`` at its ``train.shots``: the preset's variant for them (values the
+        user set are kept), with its departures from the published values."""
+        cfg = dataclasses.replace(self, method_config=dict(self.method_config), train=dataclasses.replace(self.train),
+                                  published=dict(self.published))
+        for variant in self.variants:
+            if variant.matches(dataset, cfg.train.shots):
+                cfg.follows = variant.follows
+                cfg.published.update(variant.values)
+                for key, value in variant.values.items():
+                    if key not in self.user_keys:
+                        _assign(cfg, key, value)
+                break
+        cfg.departures = {key: {"published": published, "used": cfg.value(key)}
+                          for key, published in cfg.published.items()
+                          if key not in EXECUTION_KEYS and cfg.value(key) != published}
+        return cfg
+
+    def departure_line(self) -> str:
+        """One line naming every departure from the published config ('' when there is none)."""
+        if not self.departures or not self.follows:
+            return ""
+        changes = ", ".join(f"{k.split('.')[-1]}={v['used']!r} (published {v['published']!r})"
+                            for k, v in self.departures.items())
+        return f"this run departs from the published config it follows ({self.follows}, preset {self.preset}): {changes}"
 
 
 def preset_names() -> list[str]:
@@ -57,16 +128,19 @@ def load_preset(name: str) -> dict:
     """A preset by name (``metaprompt_b2n``) or a path to a YAML file of the same form."""
     path = Path(name)
     if name.endswith((".yaml", ".yml")) and path.is_file():
-        text = path.read_text()
+        source, text = str(path), path.read_text()
     else:
         resource = resources.files("metaprompt.presets") / f"{name}.yaml"
         if not resource.is_file():
             raise MetapromptError(f"unknown preset {name!r}; expected one of: {', '.join(preset_names())} "
                                   "or a path to a .yaml file")
-        text = resource.read_text()
-    data = yaml.safe_load(text) or {}
+        source, text = f"preset {name}", resource.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise MetapromptError(f"{source}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or "method" not in data:
-        raise MetapromptError(f"preset {name}: expected a mapping with at least a 'method' key")
+        raise MetapromptError(f"{source}: expected a mapping with at least a 'method' key")
     return data
 
 
@@ -81,29 +155,72 @@ def resolve(method: str | None = None, preset: str | None = None, sets: list[str
     data = load_preset(preset)
     if method is not None and data["method"] != method:
         raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")
+    try:
+        train = TrainConfig(**data.get("train", {}))
+    except TypeError as err:
+        raise MetapromptError(f"preset {preset}: {err}") from None
     cfg = RunConfig(method=data["method"], model=data.get("model", "ViT-B-16"),
                     pretrained=data.get("pretrained", "openai"), method_config=dict(data.get("method_config", {})),
-                    train=TrainConfig(**data.get("train", {})), preset=preset)
+                    train=train, preset=preset, follows=data.get("follows"),
+                    variants=tuple(_variant(preset, v) for v in data.get("variants", [])))
     make_config(cfg.method, cfg.method_config)  # validates the preset's keys
+    if cfg.follows:
+        cfg.published = {key: cfg.value(key) for key in _preset_keys(data)}
+    user_keys = set()
     for assignment in sets or []:
-        apply_set(cfg, assignment)
-    if model is not None:
-        cfg.model = model
-    if pretrained is not None:
-        cfg.pretrained = pretrained if pretrained.lower() != "none" else None
+        user_keys.add(apply_set(cfg, assignment))
+    for key, value in (("model", model), ("pretrained", pretrained)):
+        if value is not None:
+            setattr(cfg, key, value if key == "model" or value.lower() != "none" else None)
+            user_keys.add(key)
+    cfg.user_keys = frozenset(user_keys)
     return cfg
 
 
-def apply_set(cfg: RunConfig, assignment: str) -> None:
+def warn_departures(cfg: RunConfig) -> None:
+    line = cfg.departure_line()
+    if line:
+        print(f"metaprompt: warning: {line}", file=sys.stderr)
+
+
+def _preset_keys(data: dict) -> list[str]:
+    """The scoped keys a preset file sets."""
+    keys = [k for k in TOP_LEVEL if k in data]
+    keys += [f"method.{k}" for k in data.get("method_config", {})]
+    keys += [f"train.{k}" for k in data.get("train", {})]
+    return keys
+
+
+def _variant(preset: str, data: dict) -> Variant:
+    unknown = sorted(set(data) - {"follows", "datasets", "shots", "method_config", "train"})
+    if unknown or "follows" not in data:
+        raise MetapromptError(f"preset {preset}: a variant needs 'follows' and takes datasets, shots, "
+                              f"method_config and train; found {sorted(data)}")
+    values = {f"method.{k}": v for k, v in data.get("method_config", {}).items()}
+    values.update({f"train.{k}": v for k, v in data.get("train", {}).items()})
+    return Variant(follows=data["follows"], datasets=tuple(data.get("datasets", ())),
+                   shots=tuple(data.get("shots", ())), values=values)
+
+
+def _assign(cfg: RunConfig, key: str, value: Any) -> None:
+    scope, name = key.split(".", 1)
+    if scope == "train":
+        setattr(cfg.train, name, value)
+    else:
+        cfg.method_config[name] = value
+
+
+def apply_set(cfg: RunConfig, assignment: str) -> str:
     """Apply ``key=value``; ``key`` is a training or method option (``train.`` / ``method.`` prefixes
-    disambiguate), or ``model`` / ``pretrained``. The value is parsed as YAML and type-checked."""
+    disambiguate), or ``model`` / ``pretrained``. The value is parsed as YAML and type-checked. Returns the
+    scoped key it set."""
     if "=" not in assignment:
         raise MetapromptError(f"--set {assignment!r}: expected key=value")
     key, raw = assignment.split("=", 1)
     key = key.strip()
     if key in TOP_LEVEL:
         setattr(cfg, key, raw if raw.lower() != "none" else None)
-        return
+        return key
     method_fields = {f.name: f for f in dataclasses.fields(method_class(cfg.method).config_class)}
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     scope, _, name = key.rpartition(".")
@@ -122,10 +239,8 @@ def apply_set(cfg: RunConfig, assignment: str) -> None:
         raise MetapromptError(f"--set {key}: ambiguous, say train.{name} or method.{name}")
     fld = candidates[owners[0]][name]
     value = coerce(key, raw, fld.type, owners[0] == "train" and TrainConfig or method_class(cfg.method).config_class)
-    if owners[0] == "train":
-        setattr(cfg.train, name, value)
-    else:
-        cfg.method_config[name] = value
+    _assign(cfg, f"{owners[0]}.{name}", value)
+    return f"{owners[0]}.{name}"
 
 
 def coerce(key: str, raw: str, annotation: Any, owner: type) -> Any:

@@ -20,7 +20,7 @@ from . import __version__
 from . import distributed as dist
 from .artifact import save_artifact
 from .clip import load_clip
-from .config import RunConfig
+from .config import RunConfig, warn_departures
 from .data.base import Datum, DatasetSplits
 from .engine import CHECKPOINT_NAME, EvalResult, Trainer, evaluate, seed_everything
 from .errors import MetapromptError
@@ -118,6 +118,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     method = build_run(cfg, task, device, options)
     stored = record(cfg, spec)
     check_run_folder(out, stored, overwrite)
+    if dist.is_main():
+        warn_departures(cfg)
     start = time.perf_counter()
     trained_steps, skipped = 0, 0
     if method.trainable_parameters() and cfg.train.epochs > 0:

@@ -47,6 +47,9 @@ DG_DOMAINS: dict[str, tuple[str, ...]] = {layout.name: layout.domains
                                           for layout in (PACS, VLCS, OFFICE_HOME, DOMAINNET, WORLD_DG)}
 DG_PRESETS = {"metaprompt": "metaprompt_dg"}
 """Methods with a domain-generalisation preset of their own; the others use their default preset."""
+XD_PRESETS = {"maple": "maple_xd"}
+"""Methods with a cross-dataset preset of their own (the released cross-dataset config); the others use their
+default preset."""
 
 
 def harmonic_mean(base: float, new: float) -> float:
@@ -57,6 +60,11 @@ def harmonic_mean(base: float, new: float) -> float:
 def dg_preset(method: str | None) -> str | None:
     """The preset a domain-generalisation run of ``method`` starts from (None: the method's default)."""
     return DG_PRESETS.get(method or "")
+
+
+def xd_preset(method: str | None) -> str | None:
+    """The preset a cross-dataset run of ``method`` starts from (None: the method's default)."""
+    return XD_PRESETS.get(method or "")
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
     runs = []
     for dataset in datasets:
         for seed in seeds:
-            seeded = with_seed(cfg, seed)
+            seeded = with_seed(cfg.for_task(dataset), seed)
             spec = TaskSpec(dataset, str(root), classes="base", shots=seeded.train.shots, seed=seed)
             folder = Path(out) / "base2new" / name / dataset / f"seed{seed}"
             runs.append(Run(f"base2new {name} {dataset} seed {seed}", folder, dataset,
@@ -120,7 +128,7 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     runs = []
     for target in targets:
         for seed in seeds:
-            seeded = with_seed(cfg, seed)
+            seeded = with_seed(cfg.for_task(dataset), seed)
             spec = TaskSpec(dataset, str(root), shots=shots, seed=seed, target=target)
             folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
             runs.append(Run(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
@@ -138,7 +146,7 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
     read = _dataset_reader(root)
     runs = []
     for seed in seeds:
-        seeded = with_seed(cfg, seed)
+        seeded = with_seed(cfg.for_task(source), seed)
         spec = TaskSpec(source, str(root), classes="all", shots=seeded.train.shots, seed=seed)
         base = Path(out) / "xd" / name / source
         source_folder = base / source / f"seed{seed}"
@@ -193,7 +201,8 @@ def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
 
 
 def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, **extra: str) -> dict:
-    return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "model": cfg.model,
+    return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "follows": cfg.follows,
+            "departures": cfg.departures, "model": cfg.model,
             "pretrained": cfg.pretrained, "dataset": dataset, "shots": cfg.train.shots, "seed": cfg.train.seed,
             **extra}
 

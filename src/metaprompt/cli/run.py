@@ -5,7 +5,7 @@ import argparse
 
 from .. import distributed as dist
 from ..protocols import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, Runtime, dg_preset, run_base2new,
-                         run_dg, run_xd)
+                         run_dg, run_xd, xd_preset)
 from .common import add_config_args, add_runtime_args, compute_options, device_of, run_config
 
 LAYOUT = {
@@ -52,7 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     xd = _protocol_parser(
         protocols, "xd", "cross-dataset transfer",
         "Per seed: train once on the source dataset (all classes, the preset's shots: 16), then test that "
-        "artifact on each target dataset's test split over the target's own classes.")
+        "artifact on each target dataset's test split over the target's own classes. MaPLe starts from its "
+        "released cross-dataset config (preset maple_xd); CoOp trains 50 epochs on ImageNet, as released.",
+        preset_default="maple_xd for maple, else the method's")
     xd.add_argument("--source", default="imagenet", help="the dataset to train on (default: imagenet)")
     xd.add_argument("--targets", nargs="+", default=["all"], metavar="NAME",
                     help=f"target datasets, or all = {' '.join(CROSS_DATASET_TARGETS)} (without the source)")
@@ -95,5 +97,6 @@ def run_dg_command(args: argparse.Namespace) -> int:
 def run_xd_command(args: argparse.Namespace) -> int:
     dist.init_from_environment()
     targets = [t for t in CROSS_DATASET_TARGETS if t != args.source] if args.targets == ["all"] else args.targets
-    run_xd(run_config(args, []), args.source, targets, args.seeds, args.root, args.out, runtime_of(args), args.name)
+    run_xd(run_config(args, [], preset=xd_preset(args.method)), args.source, targets, args.seeds, args.root, args.out,
+           runtime_of(args), args.name)
     return 0

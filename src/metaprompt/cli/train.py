@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     dist.init_from_environment()
     sets = [f"train.shots={args.shots}"] if args.shots is not None else []
     sets += [f"train.seed={args.seed}"] if args.seed is not None else []
-    cfg = run_config(args, sets)
+    cfg = run_config(args, sets).for_task(args.dataset)
     spec = task_spec(args, cfg.train.shots, cfg.train.seed)
     _, metrics = train_run(cfg, spec, args.out, device=device_of(args), options=compute_options(args),
                            progress=not args.no_progress, overwrite=args.overwrite,
