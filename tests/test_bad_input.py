@@ -44,7 +44,7 @@ def failure(capsys, argv: list[str], code: int = 2) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def truncate(path: Path) -> Path:
@@ -205,7 +205,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, fol
     assert f"the last good checkpoint {out / 'checkpoint.pt'} is kept" in line
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
     assert checkpoint["state"]["epoch"] == 1 and torch.isfinite(checkpoint["tensors"]["text_prompts"]).all()
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "tensorboard"]
 
 
 def test_a_finished_run_is_not_overwritten(capsys, tmp_path, folder, model):

@@ -26,6 +26,7 @@ from .data.transforms import TRAIN_CROP_SCALE_MIN, test_transform, train_transfo
 from .errors import MetapromptError
 from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
+from .scalars import ScalarLog
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -114,6 +115,7 @@ class Trainer:
         self.feature_cache = (ViewFeatureCache(method, self.dataset, cfg.test_batch_size, cfg.num_workers)
                               if feature_cache_applies(method, cfg.augment_views) else None)
         self.state = TrainState()
+        self.scalars = ScalarLog()
         self.skipped_images = 0
         self._stop_signal: int | None = None
         self._before_first_save = before_first_save
@@ -137,6 +139,7 @@ class Trainer:
         if self._before_first_save is not None:
             self._before_first_save()
             self._before_first_save = None
+        self.scalars.flush(self.work_dir)
         payload = {
             "tensors": self.method.trained_tensors(),
             "optimizer": self.optimizer.state_dict(),
@@ -185,6 +188,7 @@ class Trainer:
                 self.save_checkpoint()
             if dist.global_sum(torch.tensor(float(self._stop_signal is not None))).item():
                 self._interrupt()
+        self.scalars.close()
         return self.state
 
     def _budget_spent(self) -> bool:
@@ -240,6 +244,10 @@ class Trainer:
                                   f"stopped and {kept}; try a lower lr or --set precision=fp32")
         self.state.epoch_losses.append(loss)
         self.state.epoch_accs.append(acc)
+        if dist.is_main():  # Dassl's tags, at Dassl's step numbers
+            n_iter = epoch * self.batches.num_batches + self.state.batch
+            for tag, value in (("train/loss", loss), ("train/acc", acc), ("train/lr", self.optimizer.param_groups[0]["lr"])):
+                self.scalars.add(tag, value, n_iter)
 
     def _interrupt(self) -> None:
         """Checkpoint at the current batch (the resumed run continues with the next one) and stop."""

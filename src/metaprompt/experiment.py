@@ -1,7 +1,8 @@
 """One run: read the task, load CLIP, train the method's prompts (resuming), save the artifact, evaluate.
 
 A run folder holds ``config.yaml`` (the full resolved configuration), ``checkpoint.pt`` while training,
-``prompts.safetensors`` (the artifact) and ``metrics.json``. A finished run is never overwritten unless
+``prompts.safetensors`` (the artifact), ``metrics.json`` (with the per-epoch history: epoch, LR, loss,
+accuracy) and ``tensorboard/`` (Dassl's curves: train/loss, train/acc, train/lr per step, test/accuracy). A finished run is never overwritten unless
 asked; an unfinished one resumes from its checkpoint. The folder is written only once the run has
 something to keep (its first checkpoint), so input found bad before that leaves it as it was.
 """
@@ -18,6 +19,7 @@ import yaml
 
 from . import __version__
 from . import distributed as dist
+from . import scalars
 from .artifact import save_artifact
 from .clip import load_clip
 from .config import RunConfig, warn_departures
@@ -121,13 +123,13 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     if dist.is_main():
         warn_departures(cfg)
     start = time.perf_counter()
-    trained_steps, skipped = 0, 0
+    trained_steps, skipped, history = 0, 0, []
     if method.trainable_parameters() and cfg.train.epochs > 0:
         trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
                           skip_bad_images=skip_bad_images,
                           before_first_save=lambda: start_run_folder(out, stored, overwrite))
         state = trainer.fit(resume=not overwrite)
-        trained_steps, skipped = state.step, trainer.skipped_images
+        trained_steps, skipped, history = state.step, trainer.skipped_images, state.history
     else:
         start_run_folder(out, stored, overwrite)
     train_seconds = time.perf_counter() - start
@@ -137,7 +139,9 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     metrics = {"accuracy": result.accuracy, "num_test": len(result.labels), "num_classes": method.num_classes,
                "num_train": len(task.train), "train_steps": trained_steps, "train_seconds": train_seconds,
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
-               "environment": environment()}
+               "history": history, "environment": environment()}
+    if dist.is_main():
+        scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)
     dist.barrier()
     return method, metrics

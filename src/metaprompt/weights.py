@@ -21,6 +21,7 @@ weights, which is how an OpenAI state-dict file is recognised. A TorchScript arc
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, yet this is the format
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     except RuntimeError as err:
         raise MetapromptError(f"checkpoint {path} looks like a TorchScript archive but cannot be read "
                               f"({str(err).splitlines()[0]})") from None

@@ -1,0 +1,88 @@
+"""Each deviation from the released code that was fixed has a test that fails without its fix: put each one
+back, in a scratch copy of the tree, and run the tests that must catch it.
+
+    python tools/parity/mutations.py            # in the project's environment; a few minutes
+
+Prints one line per mutation (how many tests fail, and the first) and exits 1 if any mutation goes unnoticed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PARITY = "tests/test_parity.py"
+
+# (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
+MUTATIONS = [
+    ("GELU for OpenAI's weights", "src/metaprompt/weights.py", "    return bool(trained_with)", "    return False",
+     PARITY),
+    ("OpenAI state dicts keep input_resolution / context_length / vocab_size", "src/metaprompt/weights.py",
+     "    weights = {k: v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS}", "    weights = dict(state)",
+     "tests/test_weights.py"),
+    ("the LR schedule one epoch ahead", "src/metaprompt/engine.py",
+     "math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs)", "math.cos(math.pi * epoch / cfg.epochs)", PARITY),
+    ("VPT at LR 0.0035", "src/metaprompt/presets/vpt.yaml", "lr: 0.0025", "lr: 0.0035", PARITY),
+    ("zero-shot templates with raw class names", "src/metaprompt/methods/zeroshot.py",
+     "self.clip.zero_shot_classifier(prompt_classnames(self.classnames),", "self.clip.zero_shot_classifier(self.classnames,",
+     PARITY),
+    ("VPT's frozen text with raw class names", "src/metaprompt/methods/vpt.py",
+     "zero_shot_classifier(prompt_classnames(self.classnames), (self.cfg.template,))",
+     "zero_shot_classifier(self.classnames, (self.cfg.template,))", PARITY),
+    ("MaPLe's deep couplings initialised independently", "src/metaprompt/methods/maple.py",
+     "*(copy.deepcopy(deep) for _ in range(depth - 1))", "*(nn.Linear(d_text, d_vis) for _ in range(depth - 1))", PARITY),
+    ("MaPLe's cross-dataset config", "src/metaprompt/presets/maple_xd.yaml", "lr: 0.0026, epochs: 2",
+     "lr: 0.0035, epochs: 5", PARITY),
+    ("CoOp's 200 epochs on ImageNet", "src/metaprompt/presets/coop_b2n.yaml",
+     "vit_b16_ep50_ctxv1.yaml, train: {epochs: 50}}", "vit_b16_ep50_ctxv1.yaml, train: {epochs: 200}}",
+     f"{PARITY} tests/test_presets.py"),
+    ("MetaPrompt's class split by a fixed seed", "src/metaprompt/methods/metaprompt.py",
+     "        self.split_random = random.Random(seed)", "        self.split_random = random.Random(1)", PARITY),
+    ("MetaPrompt's class split in floor(n / N) chunks", "src/metaprompt/episodic.py",
+     "    size = math.ceil(len(ids) / method.cfg.n_class_splits)", "    size = len(ids) // method.cfg.n_class_splits",
+     PARITY),
+    ("released: torch 2 zero_grad", "src/metaprompt/methods/metaprompt.py",
+     '        self.zero_grad_to_none = cfg.compat == "clean"', "        self.zero_grad_to_none = True", PARITY),
+    ("released: clean domain episodes", "src/metaprompt/episodic.py", 'released=method.cfg.compat == "released"',
+     "released=False", PARITY),
+    ("released: clean restore", "src/metaprompt/episodic.py", '    if mode == "released":', "    if False:", PARITY),
+]
+
+
+def copy_tree(target: Path) -> None:
+    ignored = shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", ".pytest_cache")
+    shutil.copytree(ROOT, target, ignore=ignored)
+
+
+def run(target: Path, tests: str) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(target / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests.split()],
+                          cwd=target, env=env, capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+
+
+def main() -> int:
+    unnoticed = 0
+    with tempfile.TemporaryDirectory(prefix="mutations-") as scratch:
+        for what, file, fixed, broken, tests in MUTATIONS:
+            target = Path(scratch) / "tree"
+            shutil.rmtree(target, ignore_errors=True)
+            copy_tree(target)
+            path = target / file
+            text = path.read_text()
+            if fixed not in text:
+                raise SystemExit(f"{file}: the fixed text of mutation {what!r} is not there any more")
+            path.write_text(text.replace(fixed, broken, 1))
+            failing = run(target, tests)
+            unnoticed += not failing
+            first = failing[0].split(" - ")[0] if failing else "NONE: the deviation goes unnoticed"
+            print(f"{len(failing):3d} failing  {what}  (first: {first})", flush=True)
+    return 1 if unnoticed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

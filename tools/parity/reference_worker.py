@@ -1,0 +1,241 @@
+"""One reference repository's goldens, in a process of its own (make_goldens.py starts it).
+
+For each case of cases.py that belongs to the repository: build the released trainer on the fixture CLIP
+(its initial tensors are what the reference builds after ``torch.manual_seed(case seed)``), record the
+eval-mode logits of the fixed images over the case's classes, then run the trainer's own ``forward_backward``
+on the fixed batches and record the trained tensors. Tensors are renamed to this project's artifact names
+(``text_prompts`` [depth, n, d] and so on) so that the test can load them directly.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import re
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cases as case_table  # noqa: E402
+import reference_env as env  # noqa: E402
+
+# Released parameter name -> (this project's tensor name, layer index or None for the whole tensor).
+CTX = r"^prompt_learner\.ctx$"
+VISUAL_DEEP = r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$"
+NAME_RULES: dict[str, list[tuple[str, object]]] = {
+    "CoOp": [(CTX, ("text_prompts", 0))],
+    "CoOp-csc": [(CTX, ("class_text_prompts", None))],
+    "CoCoOp": [(CTX, ("text_prompts", 0)),
+               (r"^prompt_learner\.meta_net\.linear1\.(weight|bias)$", lambda m: (f"meta_net.0.{m[1]}", None)),
+               (r"^prompt_learner\.meta_net\.linear2\.(weight|bias)$", lambda m: (f"meta_net.2.{m[1]}", None))],
+    "VPT": [(r"^image_encoder\.VPT$", ("visual_prompts", 0)), (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
+    "IVLP": [(CTX, ("text_prompts", 0)),
+             (r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", lambda m: ("text_prompts", int(m[1]))),
+             (r"^image_encoder\.VPT$", ("visual_prompts", 0)), (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
+    "MaPLe": [(CTX, ("text_prompts", 0)),
+              (r"^prompt_learner\.compound_prompts_text\.(\d+)$", lambda m: ("text_prompts", int(m[1]) + 1)),
+              (r"^prompt_learner\.proj\.(weight|bias)$", lambda m: (f"couplings.0.{m[1]}", None)),
+              (r"^prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)$",
+               lambda m: (f"couplings.{int(m[1]) + 1}.{m[2]}", None))],
+    "Meta": [(CTX, ("text_prompts", None)), (r"^vision_prompt_learner\.ctx$", ("visual_prompts", None))],
+}
+
+
+def rules_for(spec: dict) -> list:
+    trainer = spec["trainer"]
+    if trainer == "CoOp" and spec["config"].get("class_specific"):
+        return NAME_RULES["CoOp-csc"]
+    return NAME_RULES["Meta" if trainer.startswith("Meta") else trainer]
+
+
+def slot(rules: list, name: str) -> tuple[str, int | None] | None:
+    for pattern, target in rules:
+        m = re.match(pattern, name)
+        if m:
+            return target(m) if callable(target) else target
+    return None
+
+
+def trainable(model: torch.nn.Module, rules: list) -> dict[str, tuple[torch.nn.Parameter, tuple[str, int | None]]]:
+    """Released name -> (parameter, our slot) for every trained parameter; each must have a slot."""
+    found = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        target = slot(rules, name)
+        if target is None:
+            raise SystemExit(f"reference parameter {name} has no name in this project (extend NAME_RULES)")
+        found[name] = (p, target)
+    return found
+
+
+def ours(params: dict) -> dict[str, torch.Tensor]:
+    """This project's tensors from the released parameters (layers stacked in order)."""
+    layers: dict[str, dict[int, torch.Tensor]] = {}
+    whole = {}
+    for p, (our_name, index) in params.values():
+        if index is None:
+            whole[our_name] = p.detach().float().clone()
+        else:
+            layers.setdefault(our_name, {})[index] = p.detach().float().clone()
+    for our_name, by_index in layers.items():
+        assert sorted(by_index) == list(range(len(by_index))), (our_name, sorted(by_index))
+        whole[our_name] = torch.stack([by_index[i] for i in range(len(by_index))])
+    return whole
+
+
+def batch_labels(name: str, step: int, size: int, n_classes: int) -> list[int]:
+    """Every class at least once per batch (when the batch is large enough), in a case-dependent order."""
+    rng = random.Random(zlib.crc32(f"{name}/{step}".encode()))
+    labels = list(range(n_classes)) * (size // n_classes + 1)
+    rng.shuffle(labels)
+    return labels[:size]
+
+
+def upsample(small: torch.Tensor) -> torch.Tensor:
+    factor = case_table.IMAGE_SIZE // case_table.LOW_RES
+    return small.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1).contiguous()
+
+
+@contextlib.contextmanager
+def recording_episodes(trainer_module, t, record: dict):
+    """Record (without changing anything) the prompts after the trainer's first update of a batch and the
+    meta-test gradients its autograd.grad calls return."""
+    grads: list[torch.Tensor] = []
+    original_update, original_autograd = t.model_backward_and_update, trainer_module.autograd
+
+    def update(loss, names=None):
+        original_update(loss, names)
+        if "in_domain" not in record:
+            record["in_domain"] = {k: v.detach().float().clone() for k, v in
+                                   (("text_prompts", t.model.prompt_learner.ctx),
+                                    ("visual_prompts", t.model.vision_prompt_learner.ctx))}
+
+    class Autograd:
+        @staticmethod
+        def grad(*args, **kwargs):
+            out = original_autograd.grad(*args, **kwargs)
+            grads.append(out[0].detach().float().clone())
+            return out
+
+    t.model_backward_and_update, trainer_module.autograd = update, Autograd
+    try:
+        yield
+    finally:
+        t.model_backward_and_update, trainer_module.autograd = original_update, original_autograd
+        record["grads"] = grads
+
+
+def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tensor, out: Path) -> None:
+    from dassl.engine import TRAINER_REGISTRY
+
+    options = dict(spec.get("reference_options", {}))
+    cfg = env.config(train_module, repo / spec["yaml"], DATASET__NAME=spec["reference_dataset"],
+                     SEED=spec.get("seed", 1), **options)
+    torch.manual_seed(spec.get("seed", 1))
+    with env.maple_widths(spec):
+        t = env.trainer(TRAINER_REGISTRY.get(spec["trainer"]), cfg, spec["classes"])
+    if spec["trainer"] == "MaPLe":
+        t.model.prompt_learner.float()  # its first coupling is built .half(), which fp32 inputs cannot use
+    rules = rules_for(spec) if spec["trainer"] != "ZeroshotCLIP" else []
+    params = trainable(t.model, rules) if rules else {}
+    tensors = {f"init.{k}": v for k, v in ours(params).items()}
+    def rounding():
+        return env.no_half_rounding() if spec["repo"] == case_table.MMPL else contextlib.nullcontext()
+
+    t.set_model_mode("eval") if params else None
+    with torch.no_grad(), rounding():
+        tensors["eval.logits"] = t.model_inference(upsample(images[spec.get("eval", case_table.EVAL)])).float()
+
+    meta = {"labels": [], "domains": spec.get("domains")}
+    if spec["steps"]:
+        t.set_model_mode("train")
+        env.set_lr(t, spec["lr"])
+        random.seed(spec.get("seed", 1))  # what Dassl's set_random_seed leaves for the released class split
+        grad_mode = env.torch1_zero_grad() if spec.get("zero_grad") == "torch1" else contextlib.nullcontext()
+        record: dict = {}
+        recorder = (recording_episodes(sys.modules[type(t).__module__], t, record) if spec.get("record_episodes")
+                    else contextlib.nullcontext())
+        with rounding(), grad_mode, recorder:
+            for k, indices in enumerate(spec["step_images"]):
+                labels = batch_labels(name, k, len(indices), len(spec["classes"]))
+                meta["labels"].append(labels)
+                batch = {"img": upsample(images[indices]), "label": torch.tensor(labels)}
+                if spec.get("domains"):
+                    batch["domain"] = torch.tensor(spec["domains"][k])
+                t.forward_backward(batch)
+        tensors |= {f"trained.{k}": v for k, v in ours(params).items()}
+        for key, value in record.get("in_domain", {}).items():
+            tensors[f"in_domain.{key}"] = value
+        for i, grad in enumerate(record.get("grads", [])):
+            tensors[f"episode{i}.grad"] = grad
+        moved = {k: float((tensors[f"trained.{k}"] - tensors[f"init.{k}"]).abs().max() /
+                          tensors[f"init.{k}"].abs().max().clamp(min=1e-12)) for k in ours(params)}
+        meta["relative_change"] = moved
+        print(f"  {name}: trained tensors moved by (max |change| / max |init|) {moved}", flush=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"{name}.safetensors"),
+              metadata={"case": json.dumps(spec), "golden": json.dumps(meta)})
+
+
+RELEASED_KEYS = ("OPTIM.NAME", "OPTIM.LR", "OPTIM.MAX_EPOCH", "OPTIM.WARMUP_EPOCH", "OPTIM.WARMUP_TYPE",
+                 "OPTIM.WARMUP_CONS_LR", "OPTIM.LR_SCHEDULER", "OPTIM.MOMENTUM", "OPTIM.WEIGHT_DECAY",
+                 "DATALOADER.TRAIN_X.BATCH_SIZE", "DATALOADER.TEST.BATCH_SIZE", "INPUT.SIZE", "INPUT.INTERPOLATION",
+                 "INPUT.TRANSFORMS", "INPUT.RRCROP_SCALE", "MODEL.BACKBONE.NAME")
+PROMPT_TRAINERS = ("COOP", "COCOOP", "VPT", "IVLP", "MAPLE", "META")
+"""The TRAINER config nodes of the prompt learners (Dassl's own trainers' nodes are left out)."""
+
+
+def released_configs(train_module, repo: Path, wanted: dict[str, str]) -> dict[str, dict]:
+    """For each preset key, the values of the released config file it follows (Dassl's defaults, the
+    repository's extend_cfg, then the file), and the LR of every epoch that Dassl's scheduler gives them."""
+    import schedule_worker
+
+    out = {}
+    for key, path in wanted.items():
+        cfg = env.config(train_module, repo / path)
+        values = {k: _get(cfg, k) for k in RELEASED_KEYS}
+        values |= {f"TRAINER.{name}.{k}": v for name, node in cfg.TRAINER.items() if name in PROMPT_TRAINERS
+                   for k, v in node.items()}
+        settings = {"lr": cfg.OPTIM.LR, "epochs": cfg.OPTIM.MAX_EPOCH, "warmup_epochs": cfg.OPTIM.WARMUP_EPOCH,
+                    "warmup_lr": cfg.OPTIM.WARMUP_CONS_LR}
+        out[key] = {"follows": path, "values": values, "lr_per_epoch": schedule_worker.dassl_lrs(settings)}
+    return out
+
+
+def _get(cfg, dotted: str):
+    value = cfg
+    for part in dotted.split("."):
+        value = value[part]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--dassl", type=Path, required=True)
+    parser.add_argument("--fixture", type=Path, required=True, help="the fixture CLIP (OpenAI-format .pt)")
+    parser.add_argument("--inputs", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--released-configs", type=Path, nargs=2, metavar=("WANTED", "OUT"),
+                        help="a JSON {preset key: config file path in this repository} in, their values out")
+    parser.add_argument("cases", nargs="*")
+    args = parser.parse_args()
+    train_module = env.enter_repository(args.repo, args.dassl)
+    env.use_fixture_weights(args.fixture)
+    if any(case_table.CASES[n]["trainer"] == "ZeroshotCLIP" for n in args.cases):
+        env.fp32_zero_shot()
+    images = load_file(str(args.inputs))["images"]
+    for name in args.cases:
+        run_case(name, case_table.CASES[name], train_module, args.repo, images, args.out)
+    if args.released_configs:
+        wanted, out = args.released_configs
+        out.write_text(json.dumps(released_configs(train_module, args.repo, json.loads(wanted.read_text())), indent=1))
+
+
+if __name__ == "__main__":
+    main()
