@@ -38,6 +38,13 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def plant_hidden_files(folder: Path, image_name: str = "0.jpg") -> None:
+    """What a Mac leaves in a copied folder: ``.DS_Store`` and an AppleDouble ``._<image>`` (not an image);
+    the reference readers skip hidden files."""
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / f"._{image_name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+
+
 # ---------------------------------------------------------------- CoOp base-to-new (split_zhou JSON)
 
 @dataclass(frozen=True)
@@ -125,10 +132,13 @@ def make_fgvc_aircraft(root: Path) -> Path:
 # ---------------------------------------------------------------- ImageNet and its variants
 
 IMAGENET_CLASSES = (("n01440764", "tench"), ("n01443537", "goldfish"), ("n01484850", "great white shark"))
+"""In wnid order: the labels CoOp gives (sorted wnid folders)."""
 
 
 def _write_classnames(folder: Path) -> None:
-    write_lines(folder / "classnames.txt", [f"{wnid} {name}" for wnid, name in IMAGENET_CLASSES])
+    """classnames.txt with its lines NOT in wnid order: labels must come from the sorted folders."""
+    lines = [f"{wnid} {name}" for wnid, name in IMAGENET_CLASSES]
+    write_lines(folder / "classnames.txt", [lines[1], lines[2], lines[0]])
 
 
 def make_imagenet(root: Path, unsplit_val: bool = False) -> Path:
@@ -140,6 +150,7 @@ def make_imagenet(root: Path, unsplit_val: bool = False) -> Path:
     for wnid, _ in IMAGENET_CLASSES:
         for i in range(3):
             write_image(folder / "images" / "train" / wnid / f"{wnid}_{i}.JPEG")
+        plant_hidden_files(folder / "images" / "train" / wnid, f"{wnid}_0.JPEG")
         for _ in range(2):
             number += 1
             val_dir = folder / "images" / "val" / ("" if unsplit_val else wnid)
@@ -206,19 +217,23 @@ def make_pacs(root: Path) -> Path:
 
 
 VLCS_DOMAINS = ("caltech", "labelme", "pascal", "sun")
-VLCS_CLASSES = ("bird", "car", "chair")
+VLCS_CLASSES = ("bird", "car", "chair", "dog", "person")
+"""The names the released reader gives Dassl's numbered class folders 0..4."""
 
 
-def make_vlcs(root: Path, upper_case_domains: bool = True) -> Path:
-    """``VLCS/<DOMAIN>/{train,crossval,test}/<class>/*.jpg`` (domain folders in capitals, as Dassl's
-    download has them, unless ``upper_case_domains`` is False); 2 / 1 / 2 images per class."""
-    folder = root / "VLCS"
+def make_vlcs(root: Path, upper_case_domains: bool = True, folder_name: str = "VLCS") -> Path:
+    """``VLCS/<DOMAIN>/{train,crossval,test}/<0..4>/*.jpg``: class folders numbered, as Dassl's download has
+    them, domain folders in capitals unless ``upper_case_domains`` is False; 2 / 1 / 2 images per class,
+    and a Mac's hidden files in one folder."""
+    folder = root / folder_name
     for domain in VLCS_DOMAINS:
         domain_dir = folder / (domain.upper() if upper_case_domains else domain)
         for split, size in (("train", 2), ("crossval", 1), ("test", 2)):
-            for cls in VLCS_CLASSES:
+            for label in range(len(VLCS_CLASSES)):
                 for i in range(size):
-                    write_image(domain_dir / split / cls / f"{i}.jpg")
+                    write_image(domain_dir / split / str(label) / f"{i}.jpg")
+    plant_hidden_files(folder / VLCS_DOMAINS[0].upper() if upper_case_domains else folder / VLCS_DOMAINS[0])
+    plant_hidden_files(domain_dir / "train" / "0")
     return folder
 
 
@@ -226,14 +241,16 @@ OFFICE_HOME_DOMAINS = ("art", "clipart", "product", "real_world")
 OFFICE_HOME_CLASSES = ("Alarm_Clock", "Backpack", "Batteries")
 
 
-def make_office_home(root: Path) -> Path:
-    """``office_home_dg/<domain>/{train,val}/<Class>/*.jpg``, 2 / 1 images per class."""
-    folder = root / "office_home_dg"
+def make_office_home(root: Path, folder_name: str = "office_home_dg") -> Path:
+    """``office_home_dg/<domain>/{train,val}/<Class>/*.jpg``, 2 / 1 images per class, and a Mac's hidden
+    files in one class folder."""
+    folder = root / folder_name
     for domain in OFFICE_HOME_DOMAINS:
         for split, size in (("train", 2), ("val", 1)):
             for cls in OFFICE_HOME_CLASSES:
                 for i in range(size):
                     write_image(folder / domain / split / cls / f"{i:05d}.jpg")
+    plant_hidden_files(folder / OFFICE_HOME_DOMAINS[0] / "train" / OFFICE_HOME_CLASSES[0], "00000.jpg")
     return folder
 
 
@@ -242,23 +259,32 @@ DOMAINNET_CLASSES = ("aircraft_carrier", "airplane", "alarm_clock")
 
 
 def _make_domainnet_style(folder: Path, domains: tuple[str, ...], classes: tuple[str, ...], suffix: str,
-                          train: int = 2, test: int = 1) -> Path:
+                          train: int = 2, test: int = 1, fewer: dict[tuple[str, str], int] | None = None,
+                          list_dir: str = "splits") -> Path:
+    """``fewer`` gives some (domain, class) fewer train images than ``train``."""
     for domain in domains:
         lists: dict[str, list[str]] = {"train": [], "test": []}
         for label, cls in enumerate(classes):
-            for i in range(train + test):
+            n_train = (fewer or {}).get((domain, cls), train)
+            for i in range(n_train + test):
                 relpath = f"{domain}/{cls}/{domain}_{label:03d}_{i:06d}{suffix}"
                 write_image(folder / relpath)
-                lists["train" if i < train else "test"].append(f"{relpath} {label}")
+                lists["train" if i < n_train else "test"].append(f"{relpath} {label}")
         for split, lines in lists.items():
-            write_lines(folder / "splits" / f"{domain}_{split}.txt", lines)
+            write_lines(folder / list_dir / f"{domain}_{split}.txt", lines)
     return folder
 
 
-def make_domainnet(root: Path) -> Path:
+DOMAINNET_SMALL_CLASS = ("painting", "alarm_clock")
+"""A class with a single training image in one domain (the real painting_train.txt even lacks a class)."""
+
+
+def make_domainnet(root: Path, list_dir: str = "splits") -> Path:
     """``domainnet/<domain>/<class>/*.jpg`` and splits/<domain>_{train,test}.txt (0-based labels),
-    2 / 1 images per class."""
-    return _make_domainnet_style(root / "domainnet", DOMAINNET_DOMAINS, DOMAINNET_CLASSES, ".jpg")
+    2 / 1 images per class but one train image for ``DOMAINNET_SMALL_CLASS``; ``list_dir=""`` puts the
+    lists beside the domain folders, as the dataset's download does."""
+    return _make_domainnet_style(root / "domainnet", DOMAINNET_DOMAINS, DOMAINNET_CLASSES, ".jpg",
+                                 fewer={DOMAINNET_SMALL_CLASS: 1}, list_dir=list_dir)
 
 
 # ---------------------------------------------------------------- the offline world

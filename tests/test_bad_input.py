@@ -131,11 +131,18 @@ def test_unreadable_image_in_a_worker_process_is_one_line_from_the_real_command(
     assert not out.exists()
 
 
-def test_more_shots_than_the_smallest_class_has(capsys, tmp_path, folder, model):
+def test_more_shots_than_the_classes_have_takes_them_all_and_says_so(capsys, tmp_path, folder, model):
+    """As the reference readers do: a class with fewer images than the shots gives all it has; the run goes
+    on, says so in one line and records it."""
     out = tmp_path / "run"
-    line = failure(capsys, train_args("coop", folder, out, model, extra=("--shots", "5")))
-    assert "cannot draw 5 shots per class" in line and "has only 3 image(s)" in line
-    assert not out.exists()
+    assert main(train_args("coop", folder, out, model, "epochs=1", "batch_size=4", extra=("--shots", "5"))) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metaprompt: note:")]
+    assert len(notes) == 1 and "4 class(es) had fewer than 5 training images" in notes[0] and "8 images short" in notes[0]
+    record = json.loads((out / "fewshot.json").read_text())
+    assert len(record["train"]) == 12 and len(record["shortfall"]) == 4
+    assert record["shortfall"][0] == {"class": "ant", "domain": "", "images": 3, "shots": 5}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shortfall"] == {"classes": 4, "missing_images": 8} and metrics["num_train"] == 12
 
 
 # ------------------------------------------------------------------ names and options

@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from data_layouts import make_coop_dataset, make_domainnet, make_office_home, make_pacs, make_vlcs, make_world
 from metaprompt.data import Datum, DatasetSplits, build_dataset
-from metaprompt.data.fewshot import dg_source_test, dg_task, few_shot, fewshot_splits, subsample_classes
+from metaprompt.data.fewshot import (dg_source_test, dg_task, draw_record, few_shot, fewshot_splits, shortfall_summary,
+                                     shortfalls, subsample_classes)
+from metaprompt.tasks import TaskSpec, build_task
 from metaprompt.errors import MetapromptError
 
 
@@ -31,34 +34,46 @@ def _paths(items: list[Datum]) -> list[str]:
     return [d.impath for d in items]
 
 
-# ---------------------------------------------------------------- few_shot
+# ---------------------------------------------------------------- few_shot (tests/test_parity_data.py checks the
+# draws against Dassl's generate_fewshot_dataset and the released DG readers themselves)
 
 def test_few_shot_draws_k_per_class_deterministically():
     items = _items({0: 10, 1: 7, 2: 9})
     first = few_shot(items, 4, seed=1)
     assert Counter(d.label for d in first) == {0: 4, 1: 4, 2: 4}
-    assert _paths(first) == _paths(few_shot(list(reversed(items)), 4, seed=1))
+    assert _paths(first) == _paths(few_shot(items, 4, seed=1))
     assert _paths(first) != _paths(few_shot(items, 4, seed=2))
     assert len(set(_paths(first))) == 12
 
 
-def test_few_shot_per_domain_draws_k_per_class_and_domain():
-    items = _items({0: 5, 1: 5}, "photo") + _items({0: 5, 1: 5}, "sketch")
+def test_few_shot_samples_the_split_in_its_own_order():
+    """As Dassl: classes in the order they first appear, each sampled from its items in split order, so a
+    reordered split (another listing of the same files) can give other images for the same seed."""
+    items = _items({0: 10, 1: 10})
+    drawn = few_shot(items, 3, seed=1)
+    assert [d.label for d in drawn] == [0] * 3 + [1] * 3
+    interleaved = [d for pair in zip(items[:10], items[10:]) for d in pair][::-1]  # label 1 first
+    assert [d.label for d in few_shot(interleaved, 3, seed=1)] == [1] * 3 + [0] * 3
+
+
+def test_few_shot_per_domain_draws_k_per_class_and_domain_domains_first():
+    items = _items({0: 5, 1: 5}, "sketch") + _items({0: 5, 1: 5}, "photo")
     drawn = few_shot(items, 2, seed=3, per_domain=True)
-    expected = {(domain, label): 2 for domain in ("photo", "sketch") for label in (0, 1)}
-    assert Counter((d.domain, d.label) for d in drawn) == expected
+    assert [(d.domain, d.label) for d in drawn] == [("sketch", 0)] * 2 + [("sketch", 1)] * 2 + \
+        [("photo", 0)] * 2 + [("photo", 1)] * 2
 
 
-def test_few_shot_names_the_class_too_small():
+def test_a_class_with_fewer_images_than_the_shots_gives_all_of_them_without_drawing():
+    """Dassl takes the whole group and draws no random number for it: the classes after it are drawn as if
+    the short class were not there."""
     items = _items({0: 5, 1: 2, 2: 5})
-    with pytest.raises(MetapromptError, match=r"class 'class 1' \(label 1\) has only 2 image"):
-        few_shot(items, 3, seed=1)
-    domains = _items({0: 5}, "photo") + _items({0: 1}, "sketch")
-    with pytest.raises(MetapromptError, match=r"per domain: class 'class 0' \(label 0\) in domain 'sketch' has only 1"):
-        few_shot(domains, 2, seed=1, per_domain=True)
+    drawn = few_shot(items, 3, seed=1)
+    assert Counter(d.label for d in drawn) == {0: 3, 1: 2, 2: 3}
+    without_short = few_shot(_items({0: 5, 2: 5}), 3, seed=1)
+    assert _paths([d for d in drawn if d.label != 1]) == _paths(without_short)
 
 
-# ---------------------------------------------------------------- fewshot_splits and its cache
+# ---------------------------------------------------------------- fewshot_splits and its record
 
 def test_fewshot_splits_caps_val_at_four_shots():
     splits = _splits(train=20, val=6)
@@ -67,6 +82,7 @@ def test_fewshot_splits_caps_val_at_four_shots():
     assert Counter(d.label for d in out.val) == dict.fromkeys(range(5), 4)
     assert all("/val/" in d.impath for d in out.val)
     assert out.test == splits.test and out.classnames == splits.classnames
+    assert out.fewshot.shots == 16 and out.fewshot.seed == 1 and shortfalls(out) == []
 
 
 def test_fewshot_splits_draws_val_from_train_when_there_is_no_val():
@@ -74,50 +90,43 @@ def test_fewshot_splits_draws_val_from_train_when_there_is_no_val():
     assert len(out.val) == 10 and all("/train/" in d.impath for d in out.val)
 
 
+def test_fewshot_splits_keeps_val_whole_when_it_is_the_test_set():
+    splits = replace(_splits(), draw_val=False)
+    assert fewshot_splits(splits, 1, seed=1).val == splits.val
+
+
 def test_fewshot_splits_refuses_test_only_dataset():
     with pytest.raises(MetapromptError, match="test-only"):
         fewshot_splits(_splits(train=0), 1, seed=1)
 
 
-def test_cache_holds_relative_paths_and_survives_moving_the_root(tmp_path):
+def test_shortfalls_name_each_short_class_and_how_short():
+    task = subsample_classes(fewshot_splits(_splits(n_classes=4, train=3), 5, seed=1), "base")
+    assert [(s.classname, s.images, s.shots) for s in shortfalls(task)] == [("class 0", 3, 5), ("class 1", 3, 5)]
+    assert shortfall_summary(task) == {"classes": 2, "missing_images": 4}
+
+
+def test_the_record_holds_relative_paths_and_rebuilds_the_task_after_the_root_moves(tmp_path):
     old_root = tmp_path / "old"
     make_coop_dataset(old_root, "eurosat")
-    cache_dir = old_root / "eurosat" / "split_fewshot"
-    first = fewshot_splits(build_dataset("eurosat", old_root), 2, seed=1, cache_dir=cache_dir)
-    cache_file = cache_dir / "shot_2-seed_1.json"
-    cached = json.loads(cache_file.read_text())
-    assert cached["dataset"] == "eurosat" and len(cached["train"]) == 6 and len(cached["val"]) == 6
-    assert all(not Path(p).is_absolute() and str(tmp_path) not in p for p in cached["train"] + cached["val"])
+    spec = TaskSpec("eurosat", str(old_root), classes="base", shots=2, seed=1)
+    first = build_task(spec)
+    record = json.loads(json.dumps(draw_record(first)))
+    assert record["dataset"] == "eurosat" and len(record["train"]) == 4 and len(record["val"]) == 4  # base: 2 classes
+    assert all(not Path(p).is_absolute() and str(tmp_path) not in p for p in record["train"] + record["val"])
 
     new_root = tmp_path / "moved"
     shutil.move(old_root, new_root)
-    new_cache = new_root / "eurosat" / "split_fewshot"
-    again = fewshot_splits(build_dataset("eurosat", new_root), 2, seed=1, cache_dir=new_cache)
+    again = build_task(replace(spec, root=str(new_root), seed=99), recorded=record)  # the record, not the seed
     assert [p.replace(str(new_root), str(old_root)) for p in _paths(again.train)] == _paths(first.train)
-    assert all(Path(p).is_file() for p in _paths(again.train) + _paths(again.val))
+    assert again.classnames == first.classnames and [d.label for d in again.train] == [d.label for d in first.train]
 
 
-def test_cache_is_reused_rather_than_redrawn(tmp_path):
+def test_a_stale_record_is_reported(tmp_path):
     make_coop_dataset(tmp_path, "dtd")
-    splits = build_dataset("dtd", tmp_path)
-    cache_dir = tmp_path / "cache"
-    fewshot_splits(splits, 1, seed=5, cache_dir=cache_dir)
-    cache_file = cache_dir / "shot_1-seed_5.json"
-    planted = json.loads(cache_file.read_text())
-    planted["train"] = ["banded/banded_0003.jpg"]  # a valid image the draw did not necessarily pick
-    cache_file.write_text(json.dumps(planted))
-    reused = fewshot_splits(splits, 1, seed=5, cache_dir=cache_dir)
-    assert [Path(p).name for p in _paths(reused.train)] == ["banded_0003.jpg"]
-
-
-def test_stale_cache_is_reported(tmp_path):
-    make_coop_dataset(tmp_path, "dtd")
-    splits = build_dataset("dtd", tmp_path)
-    cache_file = tmp_path / "cache" / "shot_1-seed_1.json"
-    cache_file.parent.mkdir()
-    cache_file.write_text(json.dumps({"dataset": "dtd", "train": ["banded/nope.jpg"], "val": []}))
-    with pytest.raises(MetapromptError, match=r"shot_1-seed_1\.json: lists 'banded/nope\.jpg' in train.*stale"):
-        fewshot_splits(splits, 1, seed=1, cache_dir=tmp_path / "cache")
+    record = {"dataset": "dtd", "shots": 1, "seed": 1, "train": ["banded/nope.jpg"], "val": []}
+    with pytest.raises(MetapromptError, match=r"fewshot\.json: lists 'banded/nope\.jpg' in train.*data changed"):
+        build_task(TaskSpec("dtd", str(tmp_path), shots=1), recorded=record, source="run/fewshot.json")
 
 
 # ---------------------------------------------------------------- base / new
@@ -170,7 +179,7 @@ def test_dg_task_office_home_tests_on_all_of_target(tmp_path):
 
 
 @pytest.mark.parametrize("name,make,target,test_size", [
-    ("vlcs", make_vlcs, "sun", 6),
+    ("vlcs", make_vlcs, "sun", 10),
     ("domainnet", make_domainnet, "quickdraw", 3),
     ("world_dg", make_world, "sketch", 8),
 ])
@@ -183,12 +192,22 @@ def test_dg_task_tests_on_target_test_split(tmp_path, name, make, target, test_s
     assert Counter(d.domain for d in task.val) == dict.fromkeys(task.domains, len(splits.classnames))
 
 
-def test_dg_task_caches_per_target(tmp_path):
+def test_dg_task_domainnet_draws_val_from_the_sources_test_lists_as_released(tmp_path):
     make_domainnet(tmp_path)
-    splits = build_dataset("domainnet", tmp_path)
-    first = dg_task(splits, "real", shots=2, seed=4, cache_dir=tmp_path / "cache")
-    assert (tmp_path / "cache" / "shot_2-seed_4-target_real.json").is_file()
-    assert _paths(dg_task(splits, "real", shots=2, seed=4, cache_dir=tmp_path / "cache").train) == _paths(first.train)
+    task = dg_task(build_dataset("domainnet", tmp_path), "real", shots=2, seed=4)
+    assert all(d.impath.endswith("_000002.jpg") or "painting_002_000001" in d.impath for d in task.val)
+    assert Counter(d.domain for d in task.val) == dict.fromkeys(task.domains, 3)
+
+
+def test_dg_task_records_the_short_class_of_one_source_domain(tmp_path):
+    make_domainnet(tmp_path)
+    task = dg_task(build_dataset("domainnet", tmp_path), "real", shots=2, seed=4)
+    assert [(s.classname, s.domain, s.images) for s in shortfalls(task)] == [("alarm_clock", "painting", 1)]
+    record = draw_record(task)
+    assert record["per_domain"] and record["shortfall"] == [
+        {"class": "alarm_clock", "domain": "painting", "images": 1, "shots": 2}]
+    again = build_task(TaskSpec("domainnet", str(tmp_path), shots=2, seed=4, target="real"), recorded=record)
+    assert _paths(again.train) == _paths(task.train) and again.domains == task.domains
 
 
 def test_dg_task_unknown_target_lists_domains(tmp_path):

@@ -1,6 +1,7 @@
 """Every registered reader on a miniature copy of its real on-disk layout."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -10,7 +11,8 @@ import pytest
 
 from data_layouts import (COOP_DATASETS, DOMAINNET_DOMAINS, FGVC_VARIANTS, IMAGENET_CLASSES, OFFICE_HOME_DOMAINS,
                           PACS_BROKEN, PACS_DOMAINS, SPLIT_SIZES, SUBSET_WNIDS, VLCS_DOMAINS, WORLD_DOMAINS,
-                          make_all, make_coop_dataset, make_imagenet, make_pacs, make_vlcs, write_lines)
+                          make_all, make_coop_dataset, make_domainnet, make_imagenet, make_office_home, make_pacs,
+                          make_vlcs, write_image, write_lines)
 from metaprompt.data import DATASETS, DatasetSplits, build_dataset
 from metaprompt.data.registry import DATASET_FOLDERS, known_datasets
 from metaprompt.errors import MetapromptError
@@ -42,7 +44,9 @@ def _check_consistent(splits: DatasetSplits) -> None:
 def test_every_expected_dataset_is_registered_with_a_folder():
     assert EXPECTED_NAMES <= set(DATASETS)
     assert EXPECTED_NAMES == set(known_datasets())
-    assert DATASET_FOLDERS["food101"] == "food-101" and DATASET_FOLDERS["vlcs"] == "VLCS"
+    assert DATASET_FOLDERS["food101"] == ("food-101",)
+    assert DATASET_FOLDERS["vlcs"] == ("VLCS", "vlcs")  # Dassl's name, then the released MetaPrompt code's
+    assert DATASET_FOLDERS["office_home"] == ("office_home_dg", "office_home")
 
 
 @pytest.mark.parametrize("name", sorted(COOP_DATASETS))
@@ -74,9 +78,11 @@ def test_fgvc_aircraft_uses_variants_order(root):
 
 
 def test_imagenet_test_is_val_folder_and_doubles_as_val(root):
+    """Labels follow the sorted wnid folders, names come from classnames.txt by wnid (its lines are not in
+    wnid order here), hidden files are skipped, and val is the test set, not drawn from."""
     splits = build_dataset("imagenet", root)
     _check_consistent(splits)
-    assert splits.classnames == IMAGENET_NAMES
+    assert splits.classnames == IMAGENET_NAMES and splits.draw_val is False
     assert len(splits.train) == 9 and len(splits.test) == 6
     assert splits.val == splits.test
     assert all("/images/val/" in d.impath for d in splits.test)
@@ -85,9 +91,13 @@ def test_imagenet_test_is_val_folder_and_doubles_as_val(root):
 
 @pytest.mark.parametrize("name", ["imagenetv2", "imagenet_sketch"])
 def test_imagenet_variants_with_all_classes(root, name):
+    """ImageNet-Sketch labels follow the sorted wnid folders; ImageNetV2's folders are numbered and CoOp's reader
+    names folder i after the i-th line of classnames.txt (in wnid order in the official file, not here)."""
     splits = build_dataset(name, root)
     _check_consistent(splits)
-    assert splits.classnames == IMAGENET_NAMES
+    in_file_order = [line.split(" ", 1)[1] for line in (root / "imagenetv2" / "classnames.txt").read_text().splitlines()]
+    assert in_file_order != IMAGENET_NAMES
+    assert splits.classnames == (in_file_order if name == "imagenetv2" else IMAGENET_NAMES)
     assert splits.train == [] and splits.val == [] and len(splits.test) == 6
 
 
@@ -119,9 +129,27 @@ def test_vlcs_accepts_either_case_of_domain_folders(tmp_path, upper):
     splits = build_dataset("vlcs", tmp_path)
     _check_consistent(splits)
     assert splits.domains == list(VLCS_DOMAINS)
-    assert splits.classnames == ["bird", "car", "chair"]
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 12, 24)
+    assert splits.classnames == ["bird", "car", "chair", "dog", "person"]  # its numbered folders, as released
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (40, 20, 40)  # hidden files skipped
     assert all("/crossval/" in d.impath for d in splits.val)
+
+
+def test_vlcs_and_office_home_under_the_released_metaprompt_folder_names(tmp_path):
+    make_vlcs(tmp_path, folder_name="vlcs")
+    make_office_home(tmp_path, folder_name="office_home")
+    assert len(build_dataset("vlcs", tmp_path).train) == 40
+    assert len(build_dataset("office_home", tmp_path).train) == 24
+
+
+def test_class_folder_images_are_in_listed_order_as_glob_takes_them(tmp_path):
+    """VLCS and OfficeHome: the reference readers take glob('*.jpg') order, the file system's."""
+    folder = make_vlcs(tmp_path)
+    many = folder / "CALTECH" / "train" / "0"
+    for i in range(20):
+        write_image(many / f"extra_{(i * 7) % 20:02d}.jpg")
+    expected = glob.glob(str(many / "*.jpg"))
+    read = [d.impath for d in build_dataset("vlcs", tmp_path).train if d.domain == "caltech" and d.label == 0]
+    assert read == expected
 
 
 def test_office_home_lower_cases_class_names_and_tests_on_everything(root):
@@ -137,8 +165,13 @@ def test_domainnet_reads_list_files(root):
     _check_consistent(splits)
     assert splits.domains == list(DOMAINNET_DOMAINS)
     assert splits.classnames == ["aircraft_carrier", "airplane", "alarm_clock"]  # the class folders, as released
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (36, 0, 18)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (35, 0, 18)  # painting/alarm_clock: 1 image
     assert {d.domain for d in splits.test} == set(DOMAINNET_DOMAINS)
+
+
+def test_domainnet_lists_beside_the_domain_folders_as_downloaded(tmp_path):
+    make_domainnet(tmp_path, list_dir="")
+    assert len(build_dataset("domainnet", tmp_path).train) == 35
 
 
 def test_world_readers_share_one_folder(root):
@@ -226,6 +259,6 @@ def test_missing_dataset_folder_is_named(tmp_path):
 
 def test_dg_class_folders_must_agree_across_domains(tmp_path):
     folder = make_vlcs(tmp_path)
-    shutil.rmtree(folder / "SUN" / "test" / "chair")
-    with pytest.raises(MetapromptError, match=r"SUN/test: class folders differ from those of .*differing: \['chair'\]"):
+    shutil.rmtree(folder / "SUN" / "test" / "2")
+    with pytest.raises(MetapromptError, match=r"SUN/test: class folders differ from those of .*differing: \['2'\]"):
         build_dataset("vlcs", tmp_path)

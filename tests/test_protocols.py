@@ -217,3 +217,23 @@ def test_a_missing_dataset_stops_the_sweep_before_any_training(root, tmp_path, c
             "--root", str(root), "--out", str(tmp_path), *FAST]
     assert main(argv) == 2
     assert "missing under the data root" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_a_dg_sweep_with_classes_smaller_than_the_shots_runs_to_the_end_and_records_them(tmp_path, tiny_model_name,
+                                                                                        tiny_weights):
+    """DomainNet's miniature has 2 training images per class and domain (painting's alarm_clock: 1): at 5 shots
+    every class falls short, as real DomainNet classes do at 5 shots; the reference takes what there is."""
+    from data_layouts import make_domainnet
+
+    make_domainnet(tmp_path / "data")
+    argv = ["run", "dg", "--method", "coop", "--dataset", "domainnet", "--shots", "5", "--seeds", "1", "--targets",
+            "real", "--model", tiny_model_name, "--pretrained", tiny_weights, "--root", str(tmp_path / "data"),
+            "--out", str(tmp_path / "out"), *FAST]
+    with _capture_log() as log:
+        assert main(argv) == 0
+    result = json.loads((tmp_path / "out/dg/coop/domainnet/shots5/real/seed1/result.json").read_text())
+    # 5 source domains x 3 classes, each 2 images short, but painting's alarm_clock, 4 short
+    assert result["shortfall"] == {"classes": 15, "missing_images": 14 * 3 + 4}
+    assert "15 class(es) had fewer images than the shots, 46 short" in log[-1]
+    record = json.loads((tmp_path / "out/dg/coop/domainnet/shots5/real/seed1/fewshot.json").read_text())
+    assert len(record["train"]) == 5 * 3 * 2 - 1 and len(record["shortfall"]) == 15

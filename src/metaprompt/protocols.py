@@ -29,10 +29,10 @@ from .config import RunConfig
 from .data.base import DatasetSplits
 from .data.dg import DOMAINNET, OFFICE_HOME, PACS, VLCS, WORLD_DG
 from .data.fewshot import dg_source_test
-from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset
+from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of
 from .errors import MetapromptError
-from .experiment import (ARTIFACT_NAME, METRICS_NAME, build_run, environment, evaluate_items, is_finished,
-                         train_run, write_json)
+from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_run, environment, evaluate_items,
+                         is_finished, read_json, run_task, train_run, write_json)
 from .methods import ComputeOptions, PromptMethod
 from .tasks import TaskSpec, build_task
 from .templates import IMAGENET_FAMILY
@@ -81,15 +81,31 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a run measured, and how many classes had fewer training images than its shots."""
+
+    metrics: dict[str, float]
+    shortfall: dict | None = None
+    """``{"classes": k, "missing_images": m}`` of a drawn run (see data.fewshot.shortfall_summary)."""
+
+    def summary(self) -> str:
+        text = ", ".join(f"{key} {value:.2f}" for key, value in self.metrics.items())
+        if self.shortfall and self.shortfall["classes"]:
+            text += (f"; {self.shortfall['classes']} class(es) had fewer images than the shots, "
+                     f"{self.shortfall['missing_images']} short")
+        return text
+
+
+@dataclass(frozen=True)
 class Run:
-    """One run of a sweep. ``execute`` computes its metrics; ``record`` goes into its result.json with them."""
+    """One run of a sweep. ``execute`` computes its outcome; ``record`` goes into its result.json with it."""
 
     label: str
     folder: Path
     dataset: str
     """The dataset it reads (checked for before the sweep starts)."""
     record: dict
-    execute: Callable[[], dict[str, float]]
+    execute: Callable[[], Outcome]
 
 
 def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: str | Path, out: str | Path,
@@ -177,13 +193,13 @@ def sweep(runs: list[Run], root: str | Path, runtime: Runtime) -> list[dict]:
             results.append(read_result(path))
             continue
         start = time.perf_counter()
-        metrics = run.execute()
+        outcome = run.execute()
         wall = time.perf_counter() - start
-        result = {**run.record, "metrics": metrics, "wall_seconds": wall, "environment": environment()}
+        result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
+                  "environment": environment()}
         write_json(path, result)
         dist.barrier()
-        summary = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items())
-        runtime.log(f"{prefix}: done in {wall:.0f} s ({summary})")
+        runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
         results.append(result)
     return results
 
@@ -226,23 +242,22 @@ def _check_data(root: str | Path, datasets: set[str]) -> None:
     if unknown:
         raise MetapromptError(f"unknown dataset(s) {', '.join(unknown)}; expected some of: "
                               f"{', '.join(sorted(DATASET_FOLDERS))}")
-    missing = sorted(f"{name} (expected {Path(root) / DATASET_FOLDERS[name]}/)" for name in datasets
-                     if name in DATASET_FOLDERS and not (Path(root) / DATASET_FOLDERS[name]).is_dir())
+    missing = sorted(f"{name} (expected {Path(root) / describe_folders(name)})" for name in datasets
+                     if name in DATASET_FOLDERS and folder_of(root, name) is None)
     if missing:
         raise MetapromptError(f"missing under the data root {root}: {'; '.join(missing)}. "
                               f"`metaprompt data check --root {root}` lists what is found")
 
 
-def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, task: DatasetSplits,
-             runtime: Runtime) -> tuple[PromptMethod, float]:
-    """The trained method and its test accuracy: trained now (resuming any checkpoint), or, when an
-    earlier invocation finished training but stopped before writing the result, loaded from the artifact."""
+def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> TrainedRun:
+    """The trained run: trained now (resuming any checkpoint), or, when an earlier invocation finished
+    training but stopped before writing the result, loaded from its artifact and records."""
     if is_finished(folder):
-        accuracy = json.loads((folder / METRICS_NAME).read_text())["accuracy"]
-        return _load_trained(cfg, folder, task, runtime), accuracy
-    method, metrics = train_run(cfg, spec, folder, device=runtime.device, options=runtime.options,
-                                progress=runtime.progress, skip_bad_images=runtime.skip_bad_images, task=task)
-    return method, metrics["accuracy"]
+        task = run_task(spec, folder, overwrite=False, splits=splits)
+        metrics = read_json(folder / METRICS_NAME)
+        return TrainedRun(_load_trained(cfg, folder, task, runtime), metrics, task)
+    return train_run(cfg, spec, folder, device=runtime.device, options=runtime.options, progress=runtime.progress,
+                     skip_bad_images=runtime.skip_bad_images, splits=splits)
 
 
 def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:
@@ -260,20 +275,20 @@ def _accuracy_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runt
     return evaluate_items(method, task.test, cfg, runtime.progress, runtime.skip_bad_images, desc=task.name).accuracy
 
 
-def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
-                 runtime: Runtime) -> dict[str, float]:
-    method, base = _trained(cfg, spec, folder, build_task(spec, splits=splits), runtime)
-    new = _accuracy_on(method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
-    return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
+    run = _trained(cfg, spec, folder, splits, runtime)
+    base = run.metrics["accuracy"]
+    new = _accuracy_on(run.method, build_task(replace(spec, classes="new", shots=0), splits=splits), cfg, runtime)
+    return Outcome({"base": base, "new": new, "hm": harmonic_mean(base, new)}, run.metrics.get("shortfall"))
 
 
 def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
-                          runtime: Runtime, source_accuracy: bool) -> dict[str, float]:
-    task = build_task(spec, splits=splits)
-    method, accuracy = _trained(cfg, spec, folder, task, runtime)
-    if not source_accuracy:
-        return {"accuracy": accuracy}
-    return {"accuracy": accuracy, "source": _accuracy_on(method, dg_source_test(task, splits), cfg, runtime)}
+                          runtime: Runtime, source_accuracy: bool) -> Outcome:
+    run = _trained(cfg, spec, folder, splits, runtime)
+    metrics = {"accuracy": run.metrics["accuracy"]}
+    if source_accuracy:
+        metrics["source"] = _accuracy_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
+    return Outcome(metrics, run.metrics.get("shortfall"))
 
 
 class _SourceModel:
@@ -284,13 +299,14 @@ class _SourceModel:
         self.cfg, self.folder, self.runtime = cfg, folder, runtime
         self.method: PromptMethod | None = None
 
-    def train(self, spec: TaskSpec, splits: DatasetSplits) -> dict[str, float]:
-        self.method, accuracy = _trained(self.cfg, spec, self.folder, build_task(spec, splits=splits), self.runtime)
-        return {"accuracy": accuracy}
+    def train(self, spec: TaskSpec, splits: DatasetSplits) -> Outcome:
+        run = _trained(self.cfg, spec, self.folder, splits, self.runtime)
+        self.method = run.method
+        return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"))
 
-    def test(self, task: DatasetSplits) -> dict[str, float]:
+    def test(self, task: DatasetSplits) -> Outcome:
         if self.method is None:
             if not is_finished(self.folder):
                 raise MetapromptError(f"{self.folder}: the source run has no artifact to transfer")
             self.method = _load_trained(self.cfg, self.folder, task, self.runtime)
-        return {"accuracy": _accuracy_on(self.method, task, self.cfg, self.runtime)}
+        return Outcome({"accuracy": _accuracy_on(self.method, task, self.cfg, self.runtime)})

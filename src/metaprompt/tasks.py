@@ -1,14 +1,13 @@
 """From a dataset on disk to the items one run trains and tests on: few-shot draw, base / new classes,
-leave-one-domain-out."""
+leave-one-domain-out; or the draw a run recorded (its fewshot.json), to resume it on the same images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from .data.base import DatasetSplits
-from .data.fewshot import dg_task, fewshot_splits, subsample_classes
+from .data.fewshot import dg_task, fewshot_splits, leave_one_domain_out, recorded_items, subsample_classes
 from .data.registry import build_dataset
-from .errors import MetapromptError
 
 
 @dataclass(frozen=True)
@@ -24,14 +23,20 @@ class TaskSpec:
     """Leave-one-domain-out target domain (domain generalisation)."""
 
 
-def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, splits: DatasetSplits | None = None) -> DatasetSplits:
-    """The run's train / val / test items and class names. The few-shot draw is cached in ``cache_dir``."""
+def build_task(spec: TaskSpec, splits: DatasetSplits | None = None, recorded: dict | None = None,
+               source: str | Path = "fewshot.json") -> DatasetSplits:
+    """The run's train / val / test items and class names: drawn from ``spec``'s seed, or (``recorded``, the
+    content of a run's fewshot.json, read from ``source``) the images a run recorded. The draw covers all
+    classes before base / new are taken, as CoOp's readers draw."""
     splits = splits or build_dataset(spec.dataset, spec.root)
     if spec.target:
-        if spec.shots < 1:
-            raise MetapromptError("domain generalisation draws shots per class per source domain: "
-                                  f"expected shots >= 1, got {spec.shots}")
-        return dg_task(splits, spec.target, spec.shots, spec.seed, cache_dir)
-    if spec.shots:
-        splits = fewshot_splits(splits, spec.shots, spec.seed, cache_dir)
-    return subsample_classes(splits, spec.classes)
+        if recorded:
+            return recorded_items(recorded, source, splits, leave_one_domain_out(splits, spec.target))
+        return dg_task(splits, spec.target, spec.shots, spec.seed)
+    if recorded:
+        drawn = recorded_items(recorded, source, splits, splits)
+    elif spec.shots:
+        drawn = fewshot_splits(splits, spec.shots, spec.seed)
+    else:
+        drawn = splits
+    return subsample_classes(drawn, spec.classes)

@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     sets += [f"train.seed={args.seed}"] if args.seed is not None else []
     cfg = run_config(args, sets).for_task(args.dataset)
     spec = task_spec(args, cfg.train.shots, cfg.train.seed)
-    _, metrics = train_run(cfg, spec, args.out, device=device_of(args), options=compute_options(args),
-                           progress=not args.no_progress, overwrite=args.overwrite,
-                           skip_bad_images=args.skip_bad_images)
+    metrics = train_run(cfg, spec, args.out, device=device_of(args), options=compute_options(args),
+                        progress=not args.no_progress, overwrite=args.overwrite,
+                        skip_bad_images=args.skip_bad_images).metrics
     if dist.is_main():
         skipped = f", {metrics['skipped_images']} unreadable images skipped" if metrics["skipped_images"] else ""
         print(f"{cfg.method} on {args.dataset} ({args.classes} classes): test accuracy {metrics['accuracy']:.2f}% "

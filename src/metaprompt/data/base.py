@@ -14,6 +14,17 @@ class Datum:
     domain: str = ""
 
 
+@dataclass(frozen=True)
+class FewShot:
+    """How a task's train / val items were drawn: ``shots`` per class (per class and source domain when
+    ``per_domain``), from the run's ``seed``; ``base`` is the folder recorded paths are relative to."""
+
+    shots: int
+    seed: int
+    base: str
+    per_domain: bool = False
+
+
 @dataclass
 class DatasetSplits:
     """A dataset as read from disk: class names indexed by label, and train / val / test items.
@@ -30,6 +41,11 @@ class DatasetSplits:
     test: list[Datum]
     domains: list[str] = field(default_factory=list)
     template: str = "default"
+    draw_val: bool = True
+    """Few-shot tasks draw their val shots from ``val``; False when ``val`` is the test set (ImageNet), which
+    the reference keeps whole."""
+    fewshot: FewShot | None = None
+    """Set on a task whose train / val were drawn (or taken from a recorded draw)."""
 
     @property
     def num_classes(self) -> int:

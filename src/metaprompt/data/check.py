@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import MetapromptError
 from .base import DatasetSplits
 from .layout import absolute
-from .registry import DATASET_FOLDERS, DATASETS, known_datasets
+from .registry import DATASET_FOLDERS, DATASETS, describe_folders, folder_of, known_datasets
 
 FOUND, MISSING, BROKEN = "found", "missing", "broken"
 
@@ -26,9 +26,8 @@ def check_dataset(name: str, root: str | Path) -> DatasetCheck:
     """Read dataset ``name`` under ``root`` and report whether it is found, missing or broken."""
     if name not in DATASET_FOLDERS:
         raise MetapromptError(f"unknown dataset {name!r}; expected one of: {', '.join(known_datasets())}")
-    folder = absolute(root) / DATASET_FOLDERS[name]
-    if not folder.is_dir():
-        return DatasetCheck(name, MISSING, f"no folder {folder}")
+    if folder_of(root, name) is None:
+        return DatasetCheck(name, MISSING, f"no folder {absolute(root) / describe_folders(name)}")
     try:
         splits = DATASETS[name](Path(root))
     except (MetapromptError, OSError) as err:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
-from .imagefolder import SPLITS
-from .layout import (classnames_of, dataset_folder, existing_image, malformed, numbered_lines, require_dir,
+from .layout import (SPLITS, classnames_of, dataset_folder, existing_image, malformed, numbered_lines, require_dir,
                      require_file, require_items, template_key)
 from .registry import register
 

@@ -1,13 +1,18 @@
-"""Domain-generalisation layouts (Dassl's folders) and the offline world's DomainNet-style copy.
+"""Domain-generalisation layouts (Dassl's folders, and the names the released MetaPrompt code uses) and the
+offline world's DomainNet-style copy.
 
 Two kinds of layout, each read by one parameterised function:
 
-- list files (PACS, DomainNet, world_dg): ``splits/<domain>_<split>.txt`` with ``<relpath> <label>`` lines;
-- class folders (VLCS, OfficeHome): ``<domain>/<split>/<class>/*``, labels from the sorted class folders.
+- list files (PACS, DomainNet, world_dg): ``<domain>_<split>.txt`` with ``<relpath> <label>`` lines, in
+  ``splits/`` (DomainNet's download puts them beside the domain folders: accepted too);
+- class folders (VLCS, OfficeHome): ``<domain>/<split>/<class>/*.jpg``, labels from the sorted class folders,
+  images in the order the file system lists them (``glob``'s, as the reference readers take them).
 
 Every reader returns all domains at once: each Datum names its domain, and train / val / test hold every
-domain's items of that split. Which of them a leave-one-domain-out task uses is decided in
-:func:`metaprompt.data.fewshot.dg_task`.
+domain's items of that split, in the reference readers' order (domain, then the list or listing). Which of
+them a leave-one-domain-out task uses is decided in :func:`metaprompt.data.fewshot.dg_task`. Class names
+are the ones the reference readers give (class folders as they are; OfficeHome's lower-cased; VLCS's
+numbered folders are bird, car, chair, dog, person).
 """
 from __future__ import annotations
 
@@ -17,58 +22,71 @@ from pathlib import Path
 
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
-from .imagefolder import SPLITS
-from .layout import (classnames_of, dataset_folder, existing_image, image_files, numbered_lines,
+from .layout import (AS_LISTED, SPLITS, classnames_of, dataset_folder, existing_image, image_files, numbered_lines,
                      path_and_label, require_items, subfolders, template_key)
 from .registry import register
 
 
 @dataclass(frozen=True)
 class ListFileLayout:
-    """``<folder>/splits/<list file>`` per domain and split, lines ``<relpath> <label>`` with relpaths
-    relative to ``<folder>/<image_dir>``. ``list_files`` maps a split to its file name pattern (``{}`` is
-    the domain); a split without a pattern is empty. Class names come from each relpath's class folder."""
+    """``<folder>/<list dir>/<list file>`` per domain and split, lines ``<relpath> <label>`` with relpaths
+    relative to ``<folder>/<image_dir>``. ``list_files`` maps a split to its file name pattern (``{}`` is the
+    domain); a split without a pattern is empty. Class names come from each relpath's class folder.
+    ``folders`` are the dataset folder's accepted names, ``list_dirs`` the sub-folders the lists may be in."""
 
     name: str
-    folder: str
+    folders: tuple[str, ...]
     domains: tuple[str, ...]
     list_files: dict[str, str]
     image_dir: str = ""
     first_label: int = 0
     skip: frozenset[str] = field(default_factory=frozenset)
+    list_dirs: tuple[str, ...] = ("splits",)
 
 
 PACS = ListFileLayout(
-    name="pacs", folder="pacs", domains=("art_painting", "cartoon", "photo", "sketch"),
+    name="pacs", folders=("pacs",), domains=("art_painting", "cartoon", "photo", "sketch"),
     list_files={"train": "{}_train_kfold.txt", "val": "{}_crossval_kfold.txt", "test": "{}_test_kfold.txt"},
     image_dir="images", first_label=1,
     skip=frozenset({"sketch/dog/n02103406_4068-1.png"}),  # an unreadable file listed in the official splits
 )
 DOMAINNET = ListFileLayout(
-    name="domainnet", folder="domainnet",
+    name="domainnet", folders=("domainnet",),
     domains=("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
-    list_files={"train": "{}_train.txt", "test": "{}_test.txt"},
+    list_files={"train": "{}_train.txt", "test": "{}_test.txt"}, list_dirs=("splits", ""),
 )
 WORLD_DG = ListFileLayout(
-    name="world_dg", folder="world", domains=("photo", "cartoon", "sketch", "painting"),
+    name="world_dg", folders=("world",), domains=("photo", "cartoon", "sketch", "painting"),
     list_files={"train": "{}_train.txt", "test": "{}_test.txt"},
 )
 
 
 def read_list_file_dg(root: str | Path, layout: ListFileLayout) -> DatasetSplits:
-    """Read a DG dataset whose splits are ``splits/<domain>_<split>.txt`` list files."""
+    """Read a DG dataset whose splits are ``<domain>_<split>.txt`` list files."""
     lists = ", ".join(sorted({p.format("<domain>") for p in layout.list_files.values()}))
-    folder = dataset_folder(root, layout.folder, f"<domain>/<class>/ image folders and splits/{lists}")
+    folder = dataset_folder(root, layout.folders, f"<domain>/<class>/ image folders and splits/{lists}")
+    list_dir = _list_dir(folder, layout)
     image_dir = folder / layout.image_dir
     splits: dict[str, list[Datum]] = {}
     for split in SPLITS:
         pattern = layout.list_files.get(split)
         splits[split] = [] if pattern is None else [
             item for domain in layout.domains
-            for item in _list_items(folder / "splits" / pattern.format(domain), image_dir, domain, split, layout)]
-    classnames = classnames_of((d for split in SPLITS for d in splits[split]), folder / "splits")
+            for item in _list_items(list_dir / pattern.format(domain), image_dir, domain, split, layout)]
+    classnames = classnames_of((d for split in SPLITS for d in splits[split]), list_dir)
     return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
                          test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+
+
+def _list_dir(folder: Path, layout: ListFileLayout) -> Path:
+    """Where the list files are: the first of ``layout.list_dirs`` holding the first domain's train list."""
+    first = layout.list_files["train"].format(layout.domains[0])
+    for sub in layout.list_dirs:
+        if (folder / sub / first).is_file():
+            return folder / sub
+    places = " or ".join(str(folder / sub / first) for sub in layout.list_dirs)
+    raise MetapromptError(f"{folder}: no list file {first} (expected {places}; the dataset's download has "
+                          "one <domain>_<split>.txt list per domain and split)")
 
 
 def _list_items(list_file: Path, image_dir: Path, domain: str, split: str, layout: ListFileLayout) -> list[Datum]:
@@ -87,22 +105,26 @@ def _list_items(list_file: Path, image_dir: Path, domain: str, split: str, layou
 
 @dataclass(frozen=True)
 class FolderLayout:
-    """``<folder>/<domain>/<sub-folder>/<class>/*`` images. ``split_dirs`` maps each split to the
+    """``<folder>/<domain>/<sub-folder>/<class>/*.jpg`` images. ``split_dirs`` maps each split to the
     domain sub-folders it gathers. Labels follow the sorted class folders, which every sub-folder of
-    every domain must share; class names are folder names lower-cased (as Dassl does)."""
+    every domain must share; class names are the folder names lower-cased (as Dassl does), or ``classnames``
+    by label when the folders are numbered. Images are the ``*.jpg`` files in the listed order (the
+    reference readers' ``glob``)."""
 
     name: str
-    folder: str
+    folders: tuple[str, ...]
     domains: tuple[str, ...]
     split_dirs: dict[str, tuple[str, ...]]
+    classnames: tuple[str, ...] = ()
 
 
 VLCS = FolderLayout(
-    name="vlcs", folder="VLCS", domains=("caltech", "labelme", "pascal", "sun"),
+    name="vlcs", folders=("VLCS", "vlcs"), domains=("caltech", "labelme", "pascal", "sun"),
     split_dirs={"train": ("train",), "val": ("crossval",), "test": ("test",)},
+    classnames=("bird", "car", "chair", "dog", "person"),  # the released reader's names for folders 0..4
 )
 OFFICE_HOME = FolderLayout(
-    name="office_home", folder="office_home_dg", domains=("art", "clipart", "product", "real_world"),
+    name="office_home", folders=("office_home_dg", "office_home"), domains=("art", "clipart", "product", "real_world"),
     split_dirs={"train": ("train",), "val": ("val",), "test": ("train", "val")},  # no test split: test is all
 )
 
@@ -110,14 +132,23 @@ OFFICE_HOME = FolderLayout(
 def read_folder_dg(root: str | Path, layout: FolderLayout) -> DatasetSplits:
     """Read a DG dataset laid out as ``<domain>/<split>/<class>/`` image folders."""
     subdirs = sorted({d for dirs in layout.split_dirs.values() for d in dirs})
-    folder = dataset_folder(root, layout.folder, f"<domain>/{{{','.join(subdirs)}}}/<class>/ image folders")
+    folder = dataset_folder(root, layout.folders, f"<domain>/{{{','.join(subdirs)}}}/<class>/ image folders")
     domain_dirs = {domain: _domain_dir(folder, domain) for domain in layout.domains}
     class_folders = _shared_class_folders(domain_dirs, subdirs)
-    classnames = [c.lower() for c in class_folders]
+    classnames = _folder_classnames(folder, class_folders, layout)
     splits = {split: require_items(_folder_items(domain_dirs, dirs, class_folders, classnames), folder, split)
               for split, dirs in layout.split_dirs.items()}
     return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
                          test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+
+
+def _folder_classnames(folder: Path, class_folders: list[str], layout: FolderLayout) -> list[str]:
+    if not layout.classnames:
+        return [c.lower() for c in class_folders]
+    if len(class_folders) != len(layout.classnames):
+        raise MetapromptError(f"{folder}: {len(class_folders)} class folders, expected the "
+                              f"{len(layout.classnames)} of {layout.name} ({', '.join(layout.classnames)})")
+    return list(layout.classnames)
 
 
 def _domain_dir(folder: Path, domain: str) -> Path:
@@ -143,13 +174,14 @@ def _shared_class_folders(domain_dirs: dict[str, Path], subdirs: list[str]) -> l
 
 def _folder_items(domain_dirs: dict[str, Path], subdirs: tuple[str, ...], class_folders: list[str],
                   classnames: list[str]) -> list[Datum]:
-    """The images of ``<domain>/<sub>/<class>/`` for every domain and each of ``subdirs``."""
+    """The ``*.jpg`` images of ``<domain>/<sub>/<class>/`` for every domain and each of ``subdirs``, listed."""
     return [Datum(str(p), label, classnames[label], domain)
             for domain, domain_dir in domain_dirs.items() for sub in subdirs
-            for label, name in enumerate(class_folders) for p in image_files(domain_dir / sub / name)]
+            for label, name in enumerate(class_folders)
+            for p in image_files(domain_dir / sub / name, AS_LISTED, suffixes=(".jpg",), case_sensitive=True)]
 
 
 for _layout in (PACS, DOMAINNET, WORLD_DG):
-    register(_layout.name, _layout.folder)(partial(read_list_file_dg, layout=_layout))
+    register(_layout.name, _layout.folders)(partial(read_list_file_dg, layout=_layout))
 for _folder_layout in (VLCS, OFFICE_HOME):
-    register(_folder_layout.name, _folder_layout.folder)(partial(read_folder_dg, layout=_folder_layout))
+    register(_folder_layout.name, _folder_layout.folders)(partial(read_folder_dg, layout=_folder_layout))

@@ -5,14 +5,7 @@ from pathlib import Path
 
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-SPLITS = ("train", "val", "test")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+from .layout import IMAGE_SUFFIXES, SPLITS, absolute, image_files, subfolders
 
 
 def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSplits:
@@ -24,20 +17,18 @@ def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSpl
         raise MetapromptError(
             f"{root}: expected an image folder with subfolders {', '.join(SPLITS)} "
             "(each holding one folder per class), found none")
-    class_dirs = sorted(p.name for p in (root / present[0]).iterdir() if p.is_dir())
-    if not class_dirs:
-        raise MetapromptError(f"{root / present[0]}: expected one folder per class, found none")
+    class_dirs = [p.name for p in subfolders(root / present[0], "one folder per class")]
     label_of = {c: i for i, c in enumerate(class_dirs)}
     classnames = list(class_dirs)
     splits: dict[str, list[Datum]] = {s: [] for s in SPLITS}
     for split in present:
-        for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+        for cdir in subfolders(root / split, "one folder per class"):
             if cdir.name not in label_of:
                 raise MetapromptError(
                     f"{cdir}: class folder not present in {root / present[0]} "
                     f"(expected one of {', '.join(class_dirs)})")
             label = label_of[cdir.name]
-            splits[split] += [Datum(str(p.resolve()), label, classnames[label]) for p in list_images(cdir)]
+            splits[split] += [Datum(str(absolute(p)), label, classnames[label]) for p in image_files(cdir)]
     if not splits["train"] and not splits["test"]:
         raise MetapromptError(f"{root}: no images found under {', '.join(present)} (expected {', '.join(IMAGE_SUFFIXES)} files)")
     if not splits["val"]:

@@ -1,9 +1,12 @@
 """ImageNet and its four test-only variants, in CoOp's layout.
 
-Each folder holds a ``classnames.txt`` (``<wnid> <class name>`` per line, ImageNet's 1000 classes in
-wnid order). ImageNet's test set is ``images/val`` and, as in CoOp, it is also the validation set. The
-variants are test-only (cross-dataset evaluation): their train and val splits are empty by design.
-ImageNet-A and ImageNet-R cover 200 classes: their labels follow the sorted wnid folders present.
+Each folder holds a ``classnames.txt`` (``<wnid> <class name>`` per line). As in CoOp, labels follow the
+sorted wnid folders and names come from ``classnames.txt`` by wnid, whatever the order of its lines; a
+class's images are in the order the file system lists them (CoOp's ``listdir``, which its few-shot draw
+samples from: the same seed picks the same images on the same disk, and on another disk possibly others, as
+in CoOp). ImageNet's test set is ``images/val`` and, as in CoOp, it is also the validation set (no few-shot
+val is drawn). The variants are test-only (cross-dataset evaluation): their train and val splits are empty
+by design. ImageNet-A and ImageNet-R cover 200 classes: their labels follow the sorted wnid folders present.
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from pathlib import Path
 
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
-from .layout import (dataset_folder, image_files, images_in, malformed, numbered_lines, require_dir, require_items,
-                     subfolders)
+from .layout import (AS_LISTED, dataset_folder, image_files, images_in, malformed, numbered_lines, require_dir,
+                     require_items, subfolders)
 from .registry import register
 
 CLASSNAMES_FILE = "classnames.txt"
@@ -20,7 +23,7 @@ CLASSNAMES_LINE = "'<wnid> <class name>' (e.g. 'n01440764 tench')"
 
 
 def read_classnames(path: Path) -> dict[str, str]:
-    """``classnames.txt``: wnid -> class name, in file order."""
+    """``classnames.txt``: wnid -> class name (the rest of the line, as CoOp reads it)."""
     names = {}
     for number, line in numbered_lines(path, f"lines {CLASSNAMES_LINE}"):
         wnid, _, name = line.partition(" ")
@@ -33,11 +36,11 @@ def read_classnames(path: Path) -> dict[str, str]:
 
 
 def _wnid_items(split_dir: Path, wnids: list[str], classnames: dict[str, str], source: Path) -> list[Datum]:
-    """Images of ``split_dir/<wnid>/`` for each wnid; label = index in ``wnids``."""
+    """Images of ``split_dir/<wnid>/`` for each wnid, as listed; label = index in ``wnids``."""
     items = []
     for label, wnid in enumerate(wnids):
         name = classnames[wnid]
-        items += [Datum(str(p), label, name) for p in images_in(split_dir / wnid)]
+        items += [Datum(str(p), label, name) for p in images_in(split_dir / wnid, AS_LISTED)]
     return require_items(items, source, split_dir.name)
 
 
@@ -66,7 +69,7 @@ def read_imagenet(root: str | Path) -> DatasetSplits:
     folder = dataset_folder(root, "imagenet", f"images/train/<wnid>/, images/val/<wnid>/ and {CLASSNAMES_FILE}")
     classnames_file = folder / CLASSNAMES_FILE
     classnames = read_classnames(classnames_file)
-    wnids = list(classnames)
+    wnids = sorted(classnames)
     splits = {}
     for split in ("train", "val"):
         split_dir = folder / "images" / split
@@ -78,8 +81,8 @@ def read_imagenet(root: str | Path) -> DatasetSplits:
                 f"{split_dir}: no folder for {len(absent)} of the {len(wnids)} classes in {classnames_file} "
                 f"(e.g. {absent[0]}/)")
         splits[split] = _wnid_items(split_dir, wnids, classnames, split_dir)
-    return DatasetSplits(name="imagenet", classnames=list(classnames.values()), train=splits["train"],
-                         val=splits["val"], test=splits["val"], template="imagenet")
+    return DatasetSplits(name="imagenet", classnames=[classnames[w] for w in wnids], train=splits["train"],
+                         val=splits["val"], test=splits["val"], template="imagenet", draw_val=False)
 
 
 def _test_only(name: str, classnames: list[str], test: list[Datum]) -> DatasetSplits:

@@ -13,9 +13,14 @@ from pathlib import Path
 from ..errors import MetapromptError
 from ..templates import METAPROMPT, ZERO_SHOT
 from .base import Datum
-from .imagefolder import IMAGE_SUFFIXES
 
 DEFAULT_TEMPLATE = "default"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+BY_NAME, AS_LISTED = "name", "listed"
+"""Orders of a folder's images: sorted by name, or as the file system lists them (``os.listdir``, which is
+also ``glob``'s order). The reference readers draw few-shot sets from the listed order for ImageNet, VLCS and
+OfficeHome, so the same seed picks the same images on the same disk."""
 
 
 def template_key(name: str) -> str:
@@ -28,12 +33,17 @@ def absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def dataset_folder(root: str | Path, folder: str, expected: str) -> Path:
-    """``root/folder``, which must exist; ``expected`` describes what it should hold."""
-    path = absolute(root) / folder
-    if not path.is_dir():
-        raise MetapromptError(f"{path}: dataset folder not found (expected {expected})")
-    return path
+def dataset_folder(root: str | Path, folder: str | tuple[str, ...], expected: str) -> Path:
+    """``root/folder`` (the first of several names that exists), which must exist; ``expected`` describes
+    what it should hold."""
+    names = (folder,) if isinstance(folder, str) else folder
+    for name in names:
+        path = absolute(root) / name
+        if path.is_dir():
+            return path
+    alternatives = " or ".join(f"{n}/" for n in names[1:])
+    also = f" ({alternatives} also accepted)" if alternatives else ""
+    raise MetapromptError(f"{absolute(root) / names[0]}: dataset folder not found{also} (expected {expected})")
 
 
 def require_dir(path: Path, expected: str) -> Path:
@@ -77,25 +87,37 @@ def existing_image(base: Path, relpath: str, source: Path, where: str) -> str:
     return str(impath)
 
 
+def listed(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` in the file system's own order (``os.listdir``'s and ``glob``'s), hidden
+    ones (``.DS_Store``, macOS's ``._x.jpg``) left out, as the reference readers' ``listdir_nohidden`` and
+    ``glob`` leave them out."""
+    with os.scandir(folder) as entries:
+        return [e for e in entries if not e.name.startswith(".")]
+
+
 def subfolders(path: Path, expected: str) -> list[Path]:
     """The sub-folders of ``path``, sorted by name; there must be at least one."""
-    found = sorted(p for p in require_dir(path, expected).iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(Path(e.path) for e in listed(require_dir(path, expected)) if e.is_dir())
     if not found:
         raise MetapromptError(f"{path}: no sub-folders found (expected {expected})")
     return found
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The images directly inside ``folder``, sorted by name (``scandir``: no stat per file, which
-    matters for ImageNet's 1.3 million images)."""
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries
-                      if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, order: str = BY_NAME, suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+                case_sensitive: bool = False) -> list[Path]:
+    """The images directly inside ``folder`` (files with one of ``suffixes``), by name or as listed
+    (``scandir``: no stat per file, which matters for ImageNet's 1.3 million images)."""
+    def is_image(entry: os.DirEntry) -> bool:
+        suffix = os.path.splitext(entry.name)[1]
+        return entry.is_file() and (suffix if case_sensitive else suffix.lower()) in suffixes
+
+    found = [Path(e.path) for e in listed(folder) if is_image(e)]
+    return found if order == AS_LISTED else sorted(found)
 
 
-def images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path, order: str = BY_NAME) -> list[Path]:
     """The images directly inside ``folder``; there must be at least one."""
-    found = image_files(folder)
+    found = image_files(folder, order)
     if not found:
         raise MetapromptError(f"{folder}: no images found (expected image files such as .jpg or .png)")
     return found

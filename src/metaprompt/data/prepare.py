@@ -196,7 +196,7 @@ def prepare_dataset(name: str, root: str | Path, download: bool = False, seed: i
     if download:
         _download(source.tv_class, root, log)
     tv_folder = root / source.folder
-    target = root / DATASET_FOLDERS[name]
+    target = root / DATASET_FOLDERS[name][0]
     for relative in source.links:
         _link_or_copy(tv_folder / relative, target / relative, source.tv_class, log)
     if source.classes is not None:

@@ -15,18 +15,31 @@ from .imagefolder import read_image_folder
 
 Reader = Callable[[Path], DatasetSplits]
 DATASETS: dict[str, Reader] = {}
-DATASET_FOLDERS: dict[str, str] = {}  # registry name -> its folder under the data root
+DATASET_FOLDERS: dict[str, tuple[str, ...]] = {}
+"""Registry name -> its folder under the data root, then the other names users have for it."""
 
 
-def register(name: str, folder: str | None = None) -> Callable[[Reader], Reader]:
-    """Register a reader under ``name``; ``folder`` is the dataset's folder under the data root (none
-    for readers that take a folder of their own, such as ``imagefolder``)."""
+def register(name: str, folder: str | tuple[str, ...] | None = None) -> Callable[[Reader], Reader]:
+    """Register a reader under ``name``; ``folder`` is the dataset's folder under the data root, or its
+    accepted names, the usual one first (none for readers that take a folder of their own, such as
+    ``imagefolder``)."""
     def wrap(fn: Reader) -> Reader:
         DATASETS[name] = fn
         if folder is not None:
-            DATASET_FOLDERS[name] = folder
+            DATASET_FOLDERS[name] = (folder,) if isinstance(folder, str) else tuple(folder)
         return fn
     return wrap
+
+
+def folder_of(root: str | Path, name: str) -> Path | None:
+    """The folder of dataset ``name`` under ``root`` (the first accepted name present), or None."""
+    return next((Path(root) / f for f in DATASET_FOLDERS[name] if (Path(root) / f).is_dir()), None)
+
+
+def describe_folders(name: str) -> str:
+    """``VLCS/ (or vlcs/)``: where dataset ``name`` is looked for."""
+    first, *others = DATASET_FOLDERS[name]
+    return f"{first}/" + (f" (or {', '.join(o + '/' for o in others)})" if others else "")
 
 
 def known_datasets() -> list[str]:
