@@ -12,6 +12,8 @@ this project. Writes, under tests/:
 - goldens/lr_schedules.json: Dassl's LR of every epoch of every shipped preset (schedule_worker.py);
 - goldens/released_configs.json: the values of every released config file a preset follows, read by Dassl's
   config loader with the repository's extend_cfg, and Dassl's LR of each of their epochs;
+- goldens/fewshot_draws.json: the few-shot sets CoOp's reader + Dassl's generate_fewshot_dataset and the
+  released MetaPrompt DG readers draw on miniature layouts (fewshot_worker.py);
 - goldens/MANIFEST.json: this command, the reference commits and the torch version that made them.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--refs", type=Path, required=True, help="folder holding the reference checkouts")
     parser.add_argument("--cases", nargs="+", default=list(case_table.CASES), help="cases to (re)make")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["fixture", "cases", "schedules"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["fixture", "cases", "schedules", "fewshot"],
                         help="parts not to remake")
     args = parser.parse_args()
     refs = args.refs.resolve()
@@ -99,6 +101,14 @@ def main() -> None:
         schedules.write_text(json.dumps(preset_schedules()))
         run("schedule_worker.py", "--dassl", str(dassl), "--schedules", str(schedules),
             "--out", str(GOLDENS / "lr_schedules.json"))
+    if "fewshot" not in args.skip:
+        draws = {}
+        for part, repo in (("coop", case_table.COOP), ("dg", case_table.META)):
+            path = work / f"fewshot-{part}.json"
+            run("fewshot_worker.py", part, "--repo", str(refs / case_table.REPOSITORIES[repo]), "--dassl", str(dassl),
+                "--out", str(path))
+            draws[part] = json.loads(path.read_text())
+        (GOLDENS / "fewshot_draws.json").write_text(json.dumps(draws, indent=1) + "\n")
     manifest = {
         "command": "python tools/parity/make_goldens.py --refs REFS",
         "created": datetime.date.today().isoformat(),

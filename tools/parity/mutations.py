@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PARITY = "tests/test_parity.py"
+DATA = "tests/test_parity_data.py tests/test_data_readers.py tests/test_data_fewshot.py tests/test_protocols.py"
 
 # (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
 MUTATIONS = [
@@ -50,6 +51,25 @@ MUTATIONS = [
     ("released: clean domain episodes", "src/metaprompt/episodic.py", 'released=method.cfg.compat == "released"',
      "released=False", PARITY),
     ("released: clean restore", "src/metaprompt/episodic.py", '    if mode == "released":', "    if False:", PARITY),
+    ("few-shot groups sampled in path order", "src/metaprompt/data/fewshot.py",
+     "    return [group for labels in by_domain.values() for group in labels.values()]",
+     "    return [sorted(g, key=lambda d: d.impath) for labels in by_domain.values() for g in labels.values()]", DATA),
+    ("few-shot classes drawn in label order", "src/metaprompt/data/fewshot.py",
+     "    return [group for labels in by_domain.values() for group in labels.values()]",
+     "    return [labels[k] for _, labels in sorted(by_domain.items()) for k in sorted(labels)]", DATA),
+    ("a short class drawn with random.sample (or refused)", "src/metaprompt/data/fewshot.py",
+     "for d in (rng.sample(group, shots) if len(group) >= shots else group)]",
+     "for d in rng.sample(group, min(shots, len(group)))]", DATA),
+    ("VLCS classes named after their numbered folders", "src/metaprompt/data/dg.py",
+     "    if not layout.classnames:", "    if True:", DATA),
+    ("VLCS / OfficeHome / ImageNet images in name order", "src/metaprompt/data/layout.py",
+     "    return found if order == AS_LISTED else sorted(found)", "    return sorted(found)", DATA),
+    ("DomainNet val shots from the sources' train", "src/metaprompt/data/fewshot.py",
+     'DG_VAL_SPLITS: dict[str, str] = {"domainnet": "test"}', "DG_VAL_SPLITS: dict[str, str] = {}", DATA),
+    ("hidden files counted as images", "src/metaprompt/data/layout.py",
+     '        return [e for e in entries if not e.name.startswith(".")]', "        return list(entries)", DATA),
+    ("ImageNet labels in classnames.txt order", "src/metaprompt/data/imagenet.py",
+     "    wnids = sorted(classnames)", "    wnids = list(classnames)", DATA),
 ]
 
 

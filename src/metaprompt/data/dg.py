@@ -145,10 +145,10 @@ def read_folder_dg(root: str | Path, layout: FolderLayout) -> DatasetSplits:
 def _folder_classnames(folder: Path, class_folders: list[str], layout: FolderLayout) -> list[str]:
     if not layout.classnames:
         return [c.lower() for c in class_folders]
-    if len(class_folders) != len(layout.classnames):
-        raise MetapromptError(f"{folder}: {len(class_folders)} class folders, expected the "
+    if len(class_folders) > len(layout.classnames):
+        raise MetapromptError(f"{folder}: {len(class_folders)} class folders, expected (at most) the "
                               f"{len(layout.classnames)} of {layout.name} ({', '.join(layout.classnames)})")
-    return list(layout.classnames)
+    return list(layout.classnames[:len(class_folders)])  # by sorted folder index, as the released reader
 
 
 def _domain_dir(folder: Path, domain: str) -> Path:
