@@ -405,14 +405,22 @@ def make_tv_caltech101(root: Path, per_class: int = 5) -> Path:
     return folder.parent
 
 
-def make_tv_sun397(root: Path, per_class: int = 5) -> Path:
-    """torchvision's SUN397: ``SUN397/ClassName.txt`` and ``SUN397/<letter>/<class>[/<sub>]/sun_*.jpg``."""
+def make_tv_sun397(root: Path, per_class: int = 5, partitions: bool = True) -> Path:
+    """torchvision's SUN397: ``SUN397/ClassName.txt`` and ``SUN397/<letter>/<class>[/<sub>]/sun_*.jpg``, and
+    (``partitions``) the first official partition from Partitions.zip, ``Training_01.txt`` / ``Testing_01.txt``
+    (3 / the rest of each class's images), placed beside ClassName.txt."""
     folder = root / "SUN397"
     classes = ("/a/abbey", "/a/apartment_building/outdoor", "/b/bakery/shop")
     write_lines(folder / "ClassName.txt", list(classes))
+    lists: dict[str, list[str]] = {"Training_01.txt": [], "Testing_01.txt": []}
     for index, cls in enumerate(classes):
         for i in range(per_class):
-            write_image(folder / cls.strip("/") / f"sun_{index}{i:03d}abc.jpg")
+            image = f"{cls}/sun_{index}{i:03d}abc.jpg"
+            write_image(folder / image.strip("/"))
+            lists["Training_01.txt" if i < 3 else "Testing_01.txt"].append(image)
+    if partitions:
+        for name, lines in lists.items():
+            write_lines(folder / name, lines)
     return folder
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections import Counter
@@ -11,7 +12,8 @@ import pytest
 import data_layouts as layouts
 from metaprompt import cli
 from metaprompt.data import build_dataset
-from metaprompt.data.prepare import coop_recipe_split
+from metaprompt.data.coop import LAYOUT_BY_NAME
+from metaprompt.data.prepare import coop_recipe_split, coop_trainval_split
 from metaprompt.errors import MetapromptError
 
 
@@ -43,11 +45,37 @@ def test_prepare_builds_coop_layout_and_split(tmp_path, capsys, monkeypatch, nam
     make(tmp_path)
     code, output = prepare([name, "--root", str(tmp_path)], capsys, monkeypatch)
     assert code == 0, output
-    assert "made one with CoOp's recipe" in output and f"{name}: ready at" in output
+    assert f"made one with CoOp's recipe: CoOp's {RECIPES[name]}" in output and f"{name}: ready at" in output
     splits = build_dataset(name, tmp_path)
     assert splits.classnames == classnames
     per_split = [Counter(d.label for d in items) for items in (splits.train, splits.val, splits.test)]
-    assert per_split == [dict.fromkeys(range(3), n) for n in (2, 1, per_class - 3)]  # round(2.5), round(1.0), rest
+    # 50/20/30 of 5: round(2.5), round(1.0), the rest; 80/20 of the 3 official train images: 2, round(0.6); test 2
+    assert per_split == [dict.fromkeys(range(3), n) for n in (2, 1, per_class - 3)]
+    split = json.loads(next((tmp_path / LAYOUT_BY_NAME[name].folder).glob("split_zhou_*.json")).read_text())
+    assert split["recipe"].startswith(f"CoOp's {RECIPES[name]}")
+
+
+RECIPES = {name: "OxfordPets.split_trainval" if name in ("oxford_pets", "stanford_cars", "sun397")
+           else "DTD.read_and_split_data" for name in CASES}
+
+
+@pytest.mark.parametrize("name, official_test", [
+    ("oxford_pets", lambda tv: {f"{line.split()[0]}.jpg" for line in (tv / "annotations/test.txt").read_text().split("\n") if line}),
+    ("sun397", lambda tv: {line.strip("/") for line in (tv / "Testing_01.txt").read_text().split("\n") if line}),
+    ("stanford_cars", lambda tv: {f"cars_test/{p.name}" for p in (tv / "cars_test").iterdir()}),
+])
+def test_datasets_with_an_official_test_set_keep_it(tmp_path, capsys, monkeypatch, name, official_test):
+    tv_folder = CASES[name][0](tmp_path)
+    prepare([name, "--root", str(tmp_path)], capsys, monkeypatch)
+    splits = build_dataset(name, tmp_path)
+    image_dir = tmp_path / LAYOUT_BY_NAME[name].folder / LAYOUT_BY_NAME[name].image_dir
+    assert {os.path.relpath(d.impath, image_dir) for d in splits.test} == official_test(tv_folder)
+
+
+def test_sun397_without_its_partition_files_says_where_they_come_from(tmp_path, capsys, monkeypatch):
+    layouts.make_tv_sun397(tmp_path, partitions=False)
+    code, output = prepare(["sun397", "--root", str(tmp_path)], capsys, monkeypatch)
+    assert code == 2 and "Training_01.txt: not found" in output and "Partitions.zip" in output
 
 
 def test_prepare_links_instead_of_copying_and_survives_moving_root(tmp_path, capsys, monkeypatch):
@@ -102,7 +130,7 @@ def test_download_calls_torchvision_with_download_true(tmp_path, capsys, monkeyp
 def test_recipe_split_proportions_and_minimum():
     split = coop_recipe_split([("a", [f"a/{i}.jpg" for i in range(10)])], seed=1)
     assert [len(split[k]) for k in ("train", "val", "test")] == [5, 2, 3]
-    assert sorted(p for k in split for p, _, _ in split[k]) == sorted(f"a/{i}.jpg" for i in range(10))
+    assert sorted(p for k in ("train", "val", "test") for p, _, _ in split[k]) == sorted(f"a/{i}.jpg" for i in range(10))
     assert json.dumps(split) == json.dumps(coop_recipe_split([("a", [f"a/{i}.jpg" for i in range(10)])], seed=1))
     with pytest.raises(MetapromptError, match="class 'b' has 3 images"):
         coop_recipe_split([("b", ["1.jpg", "2.jpg", "3.jpg"])], seed=1)
@@ -118,3 +146,11 @@ def test_prepare_without_scipy_names_the_extra_to_install(tmp_path, capsys, monk
     assert code == 2
     assert "needs scipy, which is not installed: pip install 'metaprompt-vl[prepare]'" in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trainval_split_keeps_the_test_set_and_takes_a_fifth_for_val():
+    split = coop_trainval_split([("a", [f"a/{i}.jpg" for i in range(10)])], [("a", ["a/t1.jpg", "a/t2.jpg"])], seed=1)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [8, 2, 2]
+    assert [p for p, _, _ in split["test"]] == ["a/t1.jpg", "a/t2.jpg"]
+    with pytest.raises(MetapromptError, match="class 'b' has 2 official train images"):
+        coop_trainval_split([("b", ["1.jpg", "2.jpg"])], [("b", [])], seed=1)

@@ -35,8 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prepare", help="build CoOp's layout for a dataset from torchvision's files",
         description="Build CoOp's folder layout for NAME under the data root from the files torchvision's "
                     "dataset class downloads (linked, not copied, where the file system allows). When CoOp's "
-                    "split_zhou_*.json file is absent, one is made with CoOp's recipe (per class 50% train, "
-                    "20% val, 30% test) and the output says so.")
+                    "split_zhou_*.json file is absent, one is made with the recipe CoOp's reader uses: the official "
+                    "test set kept and the official train(+val) split 80/20 per class where there is one "
+                    "(OxfordPets, StanfordCars, SUN397 from its Training_01 / Testing_01 partition), else per class "
+                    "50% train, 20% val, 30% test; the file and the output name the recipe. Flowers102 and "
+                    "StanfordCars need scipy: pip install 'metaprompt-vl[prepare]'.")
     prepare.add_argument("name", metavar="NAME", choices=PREPARABLE,
                          help="the dataset to prepare: %(choices)s")
     prepare.add_argument("--root", type=Path, required=True, help=ROOT_HELP)

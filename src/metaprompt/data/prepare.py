@@ -2,8 +2,12 @@
 download, so a user without the CoOp folders can still run the base-to-new protocol.
 
 torchvision's folder is linked into CoOp's (a relative symlink, else hard links, else a copy), and when
-the official ``split_zhou_*.json`` is absent one is made with CoOp's recipe: per class, shuffled with a
-seed, 50% train, 20% val and 30% test. Class names follow CoOp's conventions for each dataset.
+the official ``split_zhou_*.json`` is absent one is made with the recipe CoOp's reader uses for that dataset
+when it has none: where the dataset has an official test set (OxfordPets, StanfordCars, SUN397's
+Training_01 / Testing_01) that test set is kept and the official train(+val) is split per class 80% train,
+20% val (CoOp's ``OxfordPets.split_trainval``); elsewhere each class is split 50% train, 20% val, 30% test
+(``DTD.read_and_split_data``). Both shuffle with a seed; the split file names its recipe under ``recipe``.
+Class names follow CoOp's conventions for each dataset.
 """
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ from .coop import LAYOUT_BY_NAME
 from .layout import absolute, image_files, malformed, numbered_lines, require_file, subfolders
 from .registry import DATASET_FOLDERS, build_dataset
 
-TRAIN_FRACTION, VAL_FRACTION = 0.5, 0.2  # CoOp's recipe; test takes the rest
+TRAIN_FRACTION, VAL_FRACTION = 0.5, 0.2  # CoOp's read_and_split_data; test takes the rest
+TRAINVAL_VAL_FRACTION = 0.2  # CoOp's split_trainval: the rest of train(+val) is train
 DEFAULT_SEED = 1
 
 ClassList = list[tuple[str, list[str]]]  # per label: (class name, image paths relative to CoOp's image folder)
 Log = Callable[[str], None]
+Official = Callable[[Path], tuple[ClassList, ClassList]]
+"""Reads CoOp's dataset folder into the official train(+val) and test images per class (same labels)."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +42,16 @@ class TorchvisionSource:
     """Where a torchvision dataset class puts its files and how CoOp's layout is made from them.
 
     ``folder`` is torchvision's folder under the data root; each path in ``links`` under it is linked at
-    the same path under CoOp's dataset folder. ``classes`` reads CoOp's dataset folder (once linked) and
-    lists the images per class, for the split file; None when CoOp's layout needs no split file.
+    the same path under CoOp's dataset folder. For the split file, ``classes`` reads CoOp's dataset folder
+    (once linked) into the images per class (the 50 / 20 / 30 recipe), or ``official`` into the official
+    train(+val) and test images per class (the 80 / 20 recipe); neither when CoOp's layout needs no split file.
     """
 
     tv_class: str
     folder: str
     links: tuple[str, ...]
-    classes: Callable[[Path], ClassList] | None
+    classes: Callable[[Path], ClassList] | None = None
+    official: Official | None = None
     reads_mat_files: bool = False
     """Its labels come in MATLAB files, which need scipy (as torchvision's own reader does)."""
 
@@ -83,14 +92,16 @@ def _load_mat(path: Path) -> dict:
     return loadmat(str(require_file(path, "a MATLAB file from the dataset's download")), squeeze_me=True)
 
 
-def _by_label(pairs: list[tuple[int, str]], names: list[str], source: Path) -> ClassList:
-    """Group (1-based label, relpath) pairs into a class list named by ``names[label - 1]``."""
+def _by_label(pairs: list[tuple[int, str]], names: list[str], source: Path, every_label: bool = False) -> ClassList:
+    """Group (1-based label, relpath) pairs into a class list named by ``names[label - 1]`` (every label
+    of ``names``, some possibly empty, when ``every_label``: two lists of one dataset then share labels)."""
     grouped: dict[int, list[str]] = defaultdict(list)
     for label, relpath in pairs:
         if not 1 <= label <= len(names):
             raise MetapromptError(f"{source}: label {label} out of range (expected 1..{len(names)})")
         grouped[label].append(relpath)
-    return [(names[label - 1], grouped[label]) for label in sorted(grouped)]
+    labels = range(1, len(names) + 1) if every_label else sorted(grouped)
+    return [(names[label - 1], grouped[label]) for label in labels]
 
 
 def _flowers_classes(folder: Path) -> ClassList:
@@ -107,13 +118,13 @@ def _flowers_classes(folder: Path) -> ClassList:
     return _by_label(pairs, list(names), labels_file)
 
 
-def _pets_classes(folder: Path) -> ClassList:
-    """Images listed in ``annotations/{trainval,test}.txt``; the class name is the image name's breed,
-    lower-cased (as CoOp names them)."""
+def _pets_official(folder: Path) -> tuple[ClassList, ClassList]:
+    """The images of ``annotations/trainval.txt`` and ``annotations/test.txt``; the class name is the image
+    name's breed, lower-cased (as CoOp names them)."""
     expected = "'<image id> <class id> <species> <breed id>' (e.g. 'Abyssinian_100 1 1 1')"
     breeds: dict[int, str] = {}
-    pairs = []
-    for list_name in ("trainval.txt", "test.txt"):
+    pairs: dict[str, list[tuple[int, str]]] = {"trainval.txt": [], "test.txt": []}
+    for list_name, listed in pairs.items():
         list_file = folder / "annotations" / list_name
         for number, line in numbered_lines(list_file, f"lines {expected}"):
             parts = line.split()
@@ -121,41 +132,62 @@ def _pets_classes(folder: Path) -> ClassList:
                 raise malformed(list_file, number, line, expected)
             label = int(parts[1])
             breeds[label] = parts[0].rsplit("_", 1)[0].lower()
-            pairs.append((label, f"{parts[0]}.jpg"))
+            listed.append((label, f"{parts[0]}.jpg"))
     names = [breeds.get(label, "") for label in range(1, max(breeds) + 1)]
-    return _by_label(pairs, names, folder / "annotations")
+    source = folder / "annotations"
+    return (_by_label(pairs["trainval.txt"], names, source, every_label=True),
+            _by_label(pairs["test.txt"], names, source, every_label=True))
 
 
-def _sun_classes(folder: Path) -> ClassList:
-    """Classes of ``SUN397/ClassName.txt`` (``/a/abbey``, ``/b/bakery/shop``), named as CoOp does: the
-    path without its letter, words reversed (``shop bakery``)."""
+SUN_PARTITIONS = ("Training_01.txt", "Testing_01.txt")
+
+
+def _sun_official(folder: Path) -> tuple[ClassList, ClassList]:
+    """SUN397's first official partition, ``Training_01.txt`` / ``Testing_01.txt`` (lines like
+    ``/a/abbey/sun_aaa.jpg``; in ``sun397/`` as CoOp keeps them, or beside ClassName.txt), over the classes
+    of ``SUN397/ClassName.txt`` (``/a/abbey``, ``/b/bakery/shop``), named as CoOp does: the path without its
+    letter, words reversed (``shop bakery``)."""
     image_dir = folder / "SUN397"
     class_file = image_dir / "ClassName.txt"
-    classes = []
+    names, label_of = [], {}
     for number, line in numbered_lines(class_file, "lines like '/a/abbey'"):
         parts = line.strip("/").split("/")
         if len(parts) < 2:
             raise malformed(class_file, number, line, "'/<letter>/<class>[/<sub-class>]' (e.g. '/a/abbey')")
-        relative = "/".join(parts)
-        images = [f"{relative}/{p.name}" for p in image_files(image_dir / relative)]
-        classes.append((" ".join(reversed(parts[1:])), images))
-    return classes
+        label_of["/".join(parts)] = len(names) + 1
+        names.append(" ".join(reversed(parts[1:])))
+    lists = []
+    for partition in SUN_PARTITIONS:
+        path = next((p for p in (folder / partition, image_dir / partition) if p.is_file()), None)
+        if path is None:
+            raise MetapromptError(
+                f"{folder / partition}: not found (expected SUN397's official partition file, from Partitions.zip "
+                f"of the SUN database's download page, in {folder} or {image_dir}); CoOp keeps its test set")
+        pairs = []
+        for number, line in numbered_lines(path, "lines like '/a/abbey/sun_aaa.jpg'"):
+            relpath = line.strip("/")
+            if os.path.dirname(relpath) not in label_of:
+                raise malformed(path, number, line, f"an image of a class listed in {class_file}")
+            pairs.append((label_of[os.path.dirname(relpath)], relpath))
+        lists.append(_by_label(pairs, names, path, every_label=True))
+    return lists[0], lists[1]
 
 
-def _cars_classes(folder: Path) -> ClassList:
-    """Train and test images from the devkit's annotations; names as CoOp writes them, year first
+def _cars_official(folder: Path) -> tuple[ClassList, ClassList]:
+    """The devkit's train annotations and the test annotations; names as CoOp writes them, year first
     (``2012 Tesla Model S``)."""
     meta = folder / "devkit" / "cars_meta.mat"
     names = []
     for name in _load_mat(meta)["class_names"].ravel():
         words = str(name).split(" ")
         names.append(" ".join(words[-1:] + words[:-1]))
-    pairs = []
+    lists = []
     for annotation_file, image_dir in ((folder / "devkit" / "cars_train_annos.mat", "cars_train"),
                                        (folder / "cars_test_annos_withlabels.mat", "cars_test")):
         records = _load_mat(annotation_file)["annotations"].ravel()
-        pairs += [(int(a["class"]), f"{image_dir}/{a['fname']}") for a in records]
-    return _by_label(pairs, names, meta)
+        pairs = [(int(a["class"]), f"{image_dir}/{a['fname']}") for a in records]
+        lists.append(_by_label(pairs, names, annotation_file, every_label=True))
+    return lists[0], lists[1]
 
 
 SOURCES: dict[str, TorchvisionSource] = {
@@ -164,20 +196,20 @@ SOURCES: dict[str, TorchvisionSource] = {
     "dtd": TorchvisionSource("DTD", "dtd/dtd", ("images",), partial(_folder_classes, image_dir="images")),
     "oxford_flowers": TorchvisionSource("Flowers102", "flowers-102", ("jpg", "imagelabels.mat", "setid.mat"),
                                         _flowers_classes, reads_mat_files=True),
-    "oxford_pets": TorchvisionSource("OxfordIIITPet", "oxford-iiit-pet", ("images", "annotations"), _pets_classes),
+    "oxford_pets": TorchvisionSource("OxfordIIITPet", "oxford-iiit-pet", ("images", "annotations"),
+                                     official=_pets_official),
     "food101": TorchvisionSource("Food101", "food-101", ("images",), partial(_folder_classes, image_dir="images")),
     "fgvc_aircraft": TorchvisionSource(
         "FGVCAircraft", "fgvc-aircraft-2013b/data",
-        ("images", "variants.txt", "images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt"),
-        None),
+        ("images", "variants.txt", "images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")),
     "caltech101": TorchvisionSource(
         "Caltech101", "caltech101", ("101_ObjectCategories",),
         partial(_folder_classes, image_dir="101_ObjectCategories", ignored=CALTECH_IGNORED,
                 renamed=CALTECH_CLASSNAMES)),
-    "sun397": TorchvisionSource("SUN397", "", ("SUN397",), _sun_classes),
+    "sun397": TorchvisionSource("SUN397", "", ("SUN397",), official=_sun_official),
     "stanford_cars": TorchvisionSource(
         "StanfordCars", "stanford_cars",
-        ("cars_train", "cars_test", "devkit", "cars_test_annos_withlabels.mat"), _cars_classes,
+        ("cars_train", "cars_test", "devkit", "cars_test_annos_withlabels.mat"), official=_cars_official,
         reads_mat_files=True),
 }
 PREPARABLE = tuple(SOURCES)
@@ -199,8 +231,8 @@ def prepare_dataset(name: str, root: str | Path, download: bool = False, seed: i
     target = root / DATASET_FOLDERS[name][0]
     for relative in source.links:
         _link_or_copy(tv_folder / relative, target / relative, source.tv_class, log)
-    if source.classes is not None:
-        _ensure_split_file(name, target, source.classes, seed, log)
+    if source.classes is not None or source.official is not None:
+        _ensure_split_file(name, target, source, seed, log)
     splits = build_dataset(name, root)
     log(f"{name}: ready at {target} ({summary(splits)})")
     return target
@@ -246,23 +278,27 @@ def _hard_link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _ensure_split_file(name: str, target: Path, classes: Callable[[Path], ClassList], seed: int,
-                       log: Log) -> None:
+def _ensure_split_file(name: str, target: Path, source: TorchvisionSource, seed: int, log: Log) -> None:
     split_path = target / LAYOUT_BY_NAME[name].split_file
     if split_path.exists():
         log(f"{split_path}: split file present, kept")
         return
-    split = coop_recipe_split(classes(target), seed)
+    if source.official is not None:
+        split = coop_trainval_split(*source.official(target), seed)
+    else:
+        split = coop_recipe_split(source.classes(target), seed)
     split_path.write_text(json.dumps(split, indent=4) + "\n", encoding="utf-8")
-    log(f"{split_path}: no official split file, so made one with CoOp's recipe "
-        f"(per class {TRAIN_FRACTION:.0%} train, {VAL_FRACTION:.0%} val, the rest test; seed {seed})")
+    log(f"{split_path}: no official split file, so made one with CoOp's recipe: {split['recipe']}")
 
 
-def coop_recipe_split(classes: ClassList, seed: int) -> dict[str, list[list]]:
-    """CoOp's split file content: per class (label = position in ``classes``), the images shuffled
-    with ``seed`` and cut into 50% train, 20% val and 30% test (rounded as CoOp does)."""
+def coop_recipe_split(classes: ClassList, seed: int) -> dict:
+    """CoOp's split file content where a dataset has no official test set: per class (label = position in
+    ``classes``), the images shuffled with ``seed`` and cut into 50% train, 20% val and 30% test (rounded as
+    CoOp's read_and_split_data does)."""
     rng = random.Random(seed)
-    split: dict[str, list[list]] = {"train": [], "val": [], "test": []}
+    split: dict = {"train": [], "val": [], "test": [],
+                   "recipe": f"CoOp's DTD.read_and_split_data: per class {TRAIN_FRACTION:.0%} train, "
+                             f"{VAL_FRACTION:.0%} val, the rest test, shuffled with seed {seed}"}
     for label, (classname, relpaths) in enumerate(classes):
         paths = sorted(relpaths)
         rng.shuffle(paths)
@@ -272,4 +308,27 @@ def coop_recipe_split(classes: ClassList, seed: int) -> dict[str, list[list]]:
         parts = {"train": paths[:n_train], "val": paths[n_train:n_train + n_val], "test": paths[n_train + n_val:]}
         for key, part in parts.items():
             split[key] += [[path, label, classname] for path in part]
+    return split
+
+
+def coop_trainval_split(trainval: ClassList, test: ClassList, seed: int) -> dict:
+    """CoOp's split file content where a dataset has an official test set: that test set, and per class the
+    official train(+val) images shuffled with ``seed``, 20% (rounded) to val and the rest to train (CoOp's
+    OxfordPets.split_trainval). ``trainval`` and ``test`` share labels (their positions)."""
+    rng = random.Random(seed)
+    split: dict = {"train": [], "val": [], "test": [],
+                   "recipe": f"CoOp's OxfordPets.split_trainval: the official test set; per class the official "
+                             f"train(+val) split {1 - TRAINVAL_VAL_FRACTION:.0%} train, "
+                             f"{TRAINVAL_VAL_FRACTION:.0%} val, shuffled with seed {seed}"}
+    for label, (classname, relpaths) in enumerate(trainval):
+        paths = sorted(relpaths)
+        rng.shuffle(paths)
+        n_val = round(len(paths) * TRAINVAL_VAL_FRACTION)
+        if not 0 < n_val < len(paths):
+            raise MetapromptError(f"class {classname!r} has {len(paths)} official train images; an 80/20 train / val "
+                                  "split needs at least 3")
+        split["val"] += [[path, label, classname] for path in paths[:n_val]]
+        split["train"] += [[path, label, classname] for path in paths[n_val:]]
+    split["test"] = [[path, label, classname] for label, (classname, relpaths) in enumerate(test)
+                     for path in sorted(relpaths)]
     return split
