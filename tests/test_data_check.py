@@ -19,7 +19,19 @@ def run_cli(argv: list[str], capsys, monkeypatch) -> tuple[int, str]:
 
 
 def _status_lines(output: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in output.splitlines() if line.strip()}
+    """Each dataset's status line (its notes are the indented lines under it)."""
+    return {line.split()[0]: line for line in output.splitlines() if line.strip() and not line.startswith(" ")}
+
+
+def _notes(output: str, name: str) -> list[str]:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+    notes = []
+    for line in lines[start + 1:]:
+        if not line.startswith(" "):
+            break
+        notes.append(line.strip())
+    return notes
 
 
 def test_data_is_a_registered_command():
@@ -102,3 +114,34 @@ def test_check_unknown_root_is_an_error(tmp_path, capsys, monkeypatch):
 def test_check_rejects_unknown_dataset_name(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "mnist"], capsys, monkeypatch)
+
+
+def test_check_shows_class_names_and_the_smallest_class_against_the_shots(tmp_path, capsys, monkeypatch):
+    make_all(tmp_path)
+    code, output = run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "vlcs", "domainnet", "eurosat"],
+                           capsys, monkeypatch)
+    assert code == 0
+    assert _notes(output, "vlcs")[0] == "classes: bird, car, chair, dog, person"  # not its folders' 0, 1, 2, ...
+    smallest = _notes(output, "domainnet")[1]
+    assert smallest.startswith("smallest class: train 1 (alarm_clock in painting), val -, test 1")
+    assert "draws 5 training images per class per source domain: 18 class-domain pairs have fewer" in smallest
+    assert "base-to-new draws 16 training images per class: 3 classes have fewer" in _notes(output, "eurosat")[1]
+    _, output = run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "eurosat", "--shots", "2"],
+                        capsys, monkeypatch)
+    assert "draws 2 training images per class: every class has them" in _notes(output, "eurosat")[1]
+
+
+def test_a_missing_split_file_says_where_it_comes_from(tmp_path, capsys, monkeypatch):
+    folder = make_coop_dataset(tmp_path, "dtd")
+    (folder / "split_zhou_DescribableTextures.json").unlink()
+    code, output = run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "dtd"], capsys, monkeypatch)
+    assert code == 1
+    line = _status_lines(output)["dtd"]
+    assert "split_zhou_DescribableTextures.json: file not found" in line and "CoOp's DATASETS.md" in line
+    assert "`metaprompt data prepare dtd --root <data root>` makes one" in line
+
+
+def test_check_accepts_the_folder_names_of_the_released_metaprompt_code(tmp_path, capsys, monkeypatch):
+    make_vlcs(tmp_path, folder_name="vlcs")
+    code, output = run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "vlcs"], capsys, monkeypatch)
+    assert code == 0 and _status_lines(output)["vlcs"].split()[1] == "found"

@@ -173,6 +173,12 @@ def test_report_numbers_follow_the_result_files(first_output, out, capsys):
     xd = {r["dataset"]: r["metrics"]["accuracy"] for r in results_of(out, "xd")}
     average = value(cells, "Cross-dataset transfer from world", "coop", "Average")
     assert average == pytest.approx(fmean([xd["world_dg"], xd["eurosat"]]), abs=1e-4)
+    # 2 of world_dg's 4 targets, 2 of the 10 cross-dataset targets: partial averages, marked
+    assert cells[("Domain generalisation: world_dg", "Average", "coop 1-shot")]["covers"] == "2/4"
+    assert cells[("Domain generalisation (average over target domains)", "coop 1-shot", "world_dg")]["covers"] == "2/4"
+    assert cells[(gap_table, "metaprompt 1-shot", "gap")]["covers"] == "2/4"
+    assert cells[("Cross-dataset transfer from world", "coop", "Average")]["covers"] == "2/10"
+    assert cells[("Domain generalisation: world_dg", "sketch", "coop 1-shot")]["covers"] == ""
 
 
 def test_report_prints_markdown_and_latex_tables_and_writes_the_figure(first_output, out, tmp_path, capsys):
@@ -183,6 +189,8 @@ def test_report_prints_markdown_and_latex_tables_and_writes_the_figure(first_out
     assert "| dataset | coop Base | coop New | coop HM | metaprompt Base |" in md
     assert "| target | coop 1-shot | metaprompt 1-shot |" in md
     assert "\n| Average |" in md and " ± " in md
+    average = next(line for line in md.splitlines() if line.startswith("| Average |") and "(2/4)" in line)
+    assert average.count("(2/4)") == 2 and "_(k/n): an average over k of the protocol's n target domains only" in md
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["report", str(out), "--format", "latex", "--no-std"]) == 0
     latex = capsys.readouterr().out
@@ -237,3 +245,21 @@ def test_a_dg_sweep_with_classes_smaller_than_the_shots_runs_to_the_end_and_reco
     assert "15 class(es) had fewer images than the shots, 46 short" in log[-1]
     record = json.loads((tmp_path / "out/dg/coop/domainnet/shots5/real/seed1/fewshot.json").read_text())
     assert len(record["train"]) == 5 * 3 * 2 - 1 and len(record["shortfall"]) == 15
+
+
+def test_figure_titles_name_the_partial_averages(first_output, out, monkeypatch, tmp_path):
+    import metaprompt.results as results
+
+    titles = []
+    original = results._bars
+
+    def record(ax, panel):
+        original(ax, panel)
+        titles.append(ax.get_title())
+
+    monkeypatch.setattr(results, "_bars", record)
+    report = results.build_report(results.load_results(out))
+    results.save_figure(report.panels, tmp_path / "figure.png")
+    dg_summary = next(t for t in titles if t.startswith("Domain generalisation (average over target domains)"))
+    assert "partial averages: coop 1-shot 2/4, metaprompt 1-shot 2/4" in dg_summary
+    assert not any("partial" in t for t in titles if t.startswith("Base-to-new"))

@@ -36,6 +36,12 @@ class Stat:
     std: float | None = None
     """Over seeds; None for a cell derived from other cells (an average)."""
     seeds: int = 0
+    covers: tuple[int, int] | None = None
+    """An average over some of its parts: (parts present, parts the protocol has), e.g. 2 of 4 targets."""
+
+    @property
+    def partial(self) -> bool:
+        return self.covers is not None and self.covers[0] < self.covers[1]
 
 
 @dataclass
@@ -144,15 +150,16 @@ def dg_tables(results: list[dict]) -> list[Table]:
         variants = _variants(own)
         targets = _ordered({r["target"] for r in own}, DG_DOMAINS.get(dataset, ()))
         rows = [(target, [_accuracy(runs.get((dataset, target, *v))) for v in variants]) for target in targets]
-        average = _column_means(rows)
+        average = _column_means(rows, expected=len(DG_DOMAINS.get(dataset, targets)))
         for variant, cell in zip(variants, average):
             averages[variant][dataset] = cell
         tables.append(Table(f"Domain generalisation: {dataset}", "target", [_variant_label(v) for v in variants],
-                            rows + [("Average", average)], 1))
+                            rows + [("Average", average)], 1, _partial_note(average, "target domains")))
         if any("source" in r["metrics"] for r in own):
             tables.append(_held_out_gap_table(dataset, variants, targets, runs))
     summary = [(_variant_label(v), [averages[v].get(d) for d in datasets]) for v in _variants(results)]
-    return tables + [Table("Domain generalisation (average over target domains)", "method", datasets, summary)]
+    note = _partial_note([cell for _, cells in summary for cell in cells], "target domains")
+    return tables + [Table("Domain generalisation (average over target domains)", "method", datasets, summary, 0, note)]
 
 
 DG_GAP_COLUMNS = ("source domains", "held-out domain", "gap")
@@ -168,10 +175,13 @@ def _held_out_gap_table(dataset: str, variants: list[tuple[str, int]], targets: 
         pairs = [(fmean(r["metrics"]["source"] for r in group), fmean(r["metrics"]["accuracy"] for r in group))
                  for group in per_target if all("source" in r["metrics"] for r in group)]
         if pairs:
-            rows.append((_variant_label(variant), [Stat(fmean(p[0] for p in pairs)), Stat(fmean(p[1] for p in pairs)),
-                                                   Stat(fmean(p[0] - p[1] for p in pairs))]))
+            covers = (len(pairs), len(DG_DOMAINS.get(dataset, targets)))
+            rows.append((_variant_label(variant), [Stat(fmean(p[0] for p in pairs), covers=covers),
+                                                   Stat(fmean(p[1] for p in pairs), covers=covers),
+                                                   Stat(fmean(p[0] - p[1] for p in pairs), covers=covers)]))
+    partial = _partial_note([cell for _, cells in rows for cell in cells], "target domains")
     return Table(f"Domain generalisation: {dataset}, source vs held-out domains", "method", list(DG_GAP_COLUMNS),
-                 rows, 0, "each averaged over target domains; gap = source - held-out")
+                 rows, 0, "; ".join(filter(None, ["each averaged over target domains; gap = source - held-out", partial])))
 
 
 def _accuracies_only(gap_table: Table) -> Table:
@@ -200,17 +210,22 @@ def xd_tables(results: list[dict]) -> list[Table]:
         targets = {r["dataset"] for r in own} - {source}
         groups = (("Cross-dataset transfer", _ordered(targets - set(IMAGENET_VARIANTS), CROSS_DATASET_TARGETS)),
                   ("ImageNet variants", _ordered(targets & set(IMAGENET_VARIANTS), IMAGENET_VARIANTS)))
-        tables += [_xd_table(f"{title} from {source}", source, group, own) for title, group in groups if group]
+        expected = (len([t for t in CROSS_DATASET_TARGETS if t not in IMAGENET_VARIANTS and t != source]),
+                    len(IMAGENET_VARIANTS))
+        tables += [_xd_table(f"{title} from {source}", source, group, own, n)
+                   for (title, group), n in zip(groups, expected) if group]
     return tables
 
 
-def _xd_table(title: str, source: str, targets: list[str], results: list[dict]) -> Table:
+def _xd_table(title: str, source: str, targets: list[str], results: list[dict], expected: int) -> Table:
+    """Rows = methods; the Average is over the targets present, marked when the protocol has more."""
     runs = _group(results, "name", "dataset")
     rows = []
     for name in _names(results):
         cells = [_accuracy(runs.get((name, dataset))) for dataset in [source, *targets]]
-        rows.append((name, cells + [_mean_cell(cells[1:])]))
-    return Table(title, "method", [f"{source} (source)", *targets, "Average"], rows)
+        rows.append((name, cells + [_mean_cell(cells[1:], expected)]))
+    note = _partial_note([cells[-1] for _, cells in rows], "target datasets")
+    return Table(title, "method", [f"{source} (source)", *targets, "Average"], rows, 0, note)
 
 
 # ------------------------------------------------------------------ shared
@@ -219,14 +234,26 @@ def _accuracy(runs: list[dict] | None) -> Stat | None:
     return over_seeds([r["metrics"]["accuracy"] for r in runs]) if runs else None
 
 
-def _column_means(rows: list[tuple[str, list[Stat | None]]]) -> list[Stat | None]:
-    """Per column, the mean of the row means present (None when the column is empty)."""
-    return [_mean_cell(column) for column in zip(*(cells for _, cells in rows))]
+def _column_means(rows: list[tuple[str, list[Stat | None]]], expected: int | None = None) -> list[Stat | None]:
+    """Per column, the mean of the row means present (None when the column is empty); with ``expected``, an
+    average over fewer rows than that is marked partial."""
+    return [_mean_cell(column, expected) for column in zip(*(cells for _, cells in rows))]
 
 
-def _mean_cell(cells: Iterable[Stat | None]) -> Stat | None:
+def _mean_cell(cells: Iterable[Stat | None], expected: int | None = None) -> Stat | None:
+    """The mean of the cells present; with ``expected``, it records how many of how many it covers."""
     means = [cell.mean for cell in cells if cell is not None]
-    return Stat(fmean(means)) if means else None
+    if not means:
+        return None
+    return Stat(fmean(means), covers=(len(means), expected) if expected else None)
+
+
+def _partial_note(cells: Iterable[Stat | None], parts: str) -> str:
+    """The note a table with partial averages carries ('' when it has none)."""
+    partial = [cell for cell in cells if cell is not None and cell.partial]
+    if not partial:
+        return ""
+    return f"(k/n): an average over k of the protocol's n {parts} only; run the others for the published average"
 
 
 def _group(results: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -271,9 +298,10 @@ def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: s
     if cell is None:
         return empty
     mean = round(cell.mean, 2) + 0.0  # no "-0.00" for a gap that is zero up to rounding
+    covered = f" ({cell.covers[0]}/{cell.covers[1]})" if cell.partial else ""
     if std and cell.std is not None and cell.seeds > 1:
-        return f"{mean:.2f}{plus_minus}{cell.std:.2f}"
-    return f"{mean:.2f}"
+        return f"{mean:.2f}{plus_minus}{cell.std:.2f}{covered}"
+    return f"{mean:.2f}{covered}"
 
 
 def _markdown(table: Table, std: bool) -> str:
@@ -308,13 +336,14 @@ def _tex(text: str) -> str:
 def _csv(tables: list[Table]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "mean", "std", "seeds"])
+    writer.writerow(["table", "row", "column", "mean", "std", "seeds", "covers"])
     for table in tables:
         for label, cells in table.rows:
             for column, cell in zip(table.columns, cells):
                 if cell is not None:
                     writer.writerow([table.title, label, column, f"{cell.mean:.4f}",
-                                     "" if cell.std is None else f"{cell.std:.4f}", cell.seeds or ""])
+                                     "" if cell.std is None else f"{cell.std:.4f}", cell.seeds or "",
+                                     f"{cell.covers[0]}/{cell.covers[1]}" if cell.partial else ""])
     return buffer.getvalue()
 
 
@@ -344,5 +373,7 @@ def _bars(ax, panel: Table) -> None:
                   ha="right" if crowded else "center")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(panel.title)
+    partial = [f"{label} {cell.covers[0]}/{cell.covers[1]}" for label, cells in panel.rows for cell in cells
+               if cell is not None and cell.partial]
+    ax.set_title(panel.title + (f"\npartial averages: {', '.join(sorted(set(partial)))}" if partial else ""))
     ax.legend(fontsize="small", ncols=min(len(panel.rows), 4))

@@ -22,13 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
         "check", help="report each dataset under a data root as found, missing or broken",
         description="Read each dataset under the data root and report it as found (with its classes and split "
-                    "sizes), missing (no folder) or broken (naming the file or folder that is missing or "
+                    "sizes, a few class names, and its smallest class per split against the shots its protocol "
+                    "draws), missing (no folder) or broken (naming the file or folder that is missing or "
                     "malformed and what was expected). Exits non-zero when a requested dataset is missing or "
                     "broken; with no --dataset, when any dataset present is broken.")
     check.add_argument("--root", type=Path, required=True, help=ROOT_HELP)
     check.add_argument("--dataset", dest="datasets", metavar="NAME", nargs="+", action="extend",
                        choices=known_datasets(),
                        help="datasets to check (repeatable; default: all known: %(choices)s)")
+    check.add_argument("--shots", type=int, default=None,
+                       help="training images per class to compare the smallest class with (default: the protocol's, "
+                            "16 for base-to-new, 5 per source domain for domain generalisation)")
     check.set_defaults(func=run_check)
 
     prepare = sub.add_parser(
@@ -51,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    results = check_datasets(args.root, args.datasets)
+    results = check_datasets(args.root, args.datasets, args.shots)
     for result in results:
         print(format_check(result))
     return 1 if failed(results, requested=bool(args.datasets)) else 0

@@ -53,7 +53,7 @@ def read_coop_json(root: str | Path, layout: CoopJsonLayout) -> DatasetSplits:
     """Read a dataset laid out as CoOp's ``split_zhou_*.json`` describes it. Class names are the JSON's
     own (underscores kept: replacing them is the prompt side's job)."""
     folder = dataset_folder(root, layout.folder, layout.describe())
-    split_path = require_file(folder / layout.split_file, f"CoOp's split file {JSON_FORMAT}")
+    split_path = require_file(folder / layout.split_file, f"CoOp's split file {JSON_FORMAT}, {_split_file_source(layout)}")
     image_dir = require_dir(folder / layout.image_dir, f"the images named by {layout.split_file}")
     entries = _load_split_json(split_path)
     splits = {key: require_items(_json_items(entries[key], key, image_dir, split_path), split_path, repr(key))
@@ -61,6 +61,16 @@ def read_coop_json(root: str | Path, layout: CoopJsonLayout) -> DatasetSplits:
     classnames = classnames_of((d for key in SPLITS for d in splits[key]), split_path)
     return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
                          test=splits["test"], template=template_key(layout.name))
+
+
+def _split_file_source(layout: CoopJsonLayout) -> str:
+    """Where a missing split file comes from."""
+    from .prepare import PREPARABLE  # prepare reads these layouts: imported when needed
+
+    text = "linked from CoOp's DATASETS.md"
+    if layout.name in PREPARABLE:
+        text += f"; or `metaprompt data prepare {layout.name} --root <data root>` makes one with CoOp's recipe"
+    return text
 
 
 def _load_split_json(path: Path) -> dict:
