@@ -215,3 +215,15 @@ def test_dg_task_unknown_target_lists_domains(tmp_path):
     expected = "unknown target domain 'voc'; expected one of: caltech, labelme, pascal, sun"
     with pytest.raises(MetapromptError, match=expected):
         dg_task(build_dataset("vlcs", tmp_path), "voc", shots=1, seed=1)
+
+
+def test_imagenet_records_no_val_draw_and_keeps_its_test_set_as_val(tmp_path):
+    from data_layouts import make_imagenet
+
+    make_imagenet(tmp_path)
+    spec = TaskSpec("imagenet", str(tmp_path), shots=2, seed=1)
+    task = build_task(spec)
+    record = draw_record(task)
+    assert record["val"] is None and len(record["train"]) == 6
+    again = build_task(spec, recorded=record)
+    assert again.val == again.test == task.test and _paths(again.train) == _paths(task.train)

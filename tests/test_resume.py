@@ -101,3 +101,28 @@ def test_sigterm_checkpoints_the_current_batch_then_rerun(folder, tiny_model_nam
     assert (f"metaprompt: interrupted: stopped by a signal in epoch 2 after batch {state['batch']}; progress saved "
             f"in {out / 'checkpoint.pt'}: re-run the same command to resume") in stderr
     assert_bit_identical(mark_and_resume(run_args(folder, out, model), out), reference)
+
+
+def test_a_resumed_run_trains_on_the_images_its_record_names(tmp_path, tiny_model_name, tiny_weights):
+    """The draw is recorded when the run folder is made; a resumed run takes its images from that record,
+    even when the data changed since (here a class folder gains images, which would change a fresh draw)."""
+    import json
+    import shutil
+
+    from metaprompt.tasks import TaskSpec, build_task
+
+    data = make_image_folder(tmp_path / "data", ["ant", "bee", "cat"], {"train": 6, "test": 1})
+    out = tmp_path / "run"
+    args = train_args("coop", data, out, (tiny_model_name, tiny_weights), "epochs=2", "batch_size=2",
+                      extra=("--shots", "2"))
+    assert main([*args, "--set", "max_steps=1"]) == 0  # stops after one step: an unfinished run with a checkpoint
+    record = json.loads((out / "fewshot.json").read_text())
+    for path in ("prompts.safetensors", "metrics.json"):
+        (out / path).unlink()
+    for i in range(6, 12):
+        shutil.copy(data / "train" / "ant" / "0.png", data / "train" / "ant" / f"{i}.png")
+    fresh = build_task(TaskSpec("imagefolder", str(data), shots=2, seed=1))
+    assert sorted(Path(d.impath).name for d in fresh.train if d.label == 0) != sorted(
+        Path(p).name for p in record["train"] if p.startswith("train/ant/"))
+    assert main([*args, "--set", "max_steps=1"]) == 0
+    assert json.loads((out / "fewshot.json").read_text()) == record

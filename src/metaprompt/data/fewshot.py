@@ -185,7 +185,8 @@ def draw_record(task: DatasetSplits) -> dict:
         return [Path(os.path.relpath(d.impath, base)).as_posix() for d in items]
 
     return {"dataset": task.name, "shots": task.fewshot.shots, "seed": task.fewshot.seed,
-            "per_domain": task.fewshot.per_domain, "train": relative(task.train), "val": relative(task.val),
+            "per_domain": task.fewshot.per_domain, "train": relative(task.train),
+            "val": relative(task.val) if task.draw_val else None,  # None: val is the test set, kept whole
             "shortfall": [s.as_dict() for s in shortfalls(task)]}
 
 
@@ -195,7 +196,7 @@ def recorded_items(record: dict, source: str | Path, splits: DatasetSplits, pool
         raise MetapromptError(f"{source}: records a draw of {record.get('dataset')!r}, expected one of {splits.name!r}")
     base = common_image_folder(splits)
     train = _resolve(source, base, record["train"], pools.train, "train")
-    val = _resolve(source, base, record["val"], pools.val, "val")
+    val = pools.val if record["val"] is None else _resolve(source, base, record["val"], pools.val or pools.train, "val")
     return pools.with_items(train=train, val=val, fewshot=FewShot(record["shots"], record["seed"], base,
                                                                    record.get("per_domain", False)))
 
