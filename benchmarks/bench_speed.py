@@ -40,8 +40,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count, shape_wrapper
 
-from metaprompt import episodic
-from metaprompt.clip import PRECISIONS, PromptCLIP, exact_context, load_clip
+from metaprompt.clip import AUTOCAST_DTYPES, PromptCLIP, exact_context, load_clip
+from metaprompt.precision import PRECISIONS
 from metaprompt.config import load_preset
 from metaprompt.methods import Batch, ComputeOptions, PromptMethod, build_method, make_config
 
@@ -260,9 +260,9 @@ def training_batch(method: PromptMethod, size: int, image_size: int) -> Batch:
 def split_covering_labels(method: PromptMethod, size: int) -> list[int]:
     """Labels taken from the groups of the next class split in turn, so that no split is skipped (with
     the published 16 images over 100 classes every group is almost surely hit anyway)."""
-    state = method.split_generator.get_state()
-    groups = episodic.class_groups(method)
-    method.split_generator.set_state(state)
+    state = method.random_state()
+    groups = method.class_groups()
+    method.set_random_state(state)
     round_robin = [int(g[j]) for j in range(max(map(len, groups))) for g in groups if j < len(g)]
     return [round_robin[i % len(round_robin)] for i in range(size)]
 
@@ -270,12 +270,10 @@ def split_covering_labels(method: PromptMethod, size: int) -> list[int]:
 def training_step(method: PromptMethod, batch: Batch) -> Callable[[], None]:
     """One ``forward_backward``; every call draws the same class split, so every run does the same work."""
     optimizer = torch.optim.SGD(method.trainable_parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    generator = getattr(method, "split_generator", None)
-    state = generator.get_state() if generator is not None else None
+    state = method.random_state()
 
     def step() -> None:
-        if generator is not None:
-            generator.set_state(state)
+        method.set_random_state(state)
         method.forward_backward(batch, optimizer)
     return step
 
@@ -477,7 +475,7 @@ def main() -> None:
     device = torch.device(args.device)
     plan = make_plan(args, device)
     clip = load_clip(args.model, None, device=device, precision=args.precision)
-    dtype = PRECISIONS[args.precision] or torch.float32
+    dtype = AUTOCAST_DTYPES.get(args.precision, torch.float32)
     first_matmul = matmul_throughput(device, dtype)
     print(f"machine: {machine(device)}; torch {torch.__version__}; {args.model}, random weights, {args.precision}")
     settings = [Setting.from_preset(label, SETTINGS[label]) for label in args.settings]

@@ -10,21 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cli_runs import metaprompt_command, one_thread_env, train_args
-from cli_runs import one_torch_thread  # noqa: F401 - an autouse fixture
+from helpers import TINY_CONFIG, make_image_folder, metaprompt_command, one_thread_env, train_args
 from data_layouts import COOP_DATASETS, make_coop_dataset, make_pacs
 from metaprompt.artifact import read_artifact, save_artifact
 from metaprompt.cli import DEBUG_ENV, main
 from metaprompt.clip import load_clip
 from metaprompt.methods import build_method, make_config
-from tiny import TINY_CONFIG, make_image_folder
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 
-
-@pytest.fixture()
-def model(tiny_model_name, tiny_weights) -> tuple[str, str]:
-    return tiny_model_name, tiny_weights
 
 
 @pytest.fixture()
@@ -153,14 +147,52 @@ def test_more_shots_than_the_classes_have_takes_them_all_and_says_so(capsys, tmp
     ("--model", "ViT-Q-99", "unknown model 'ViT-Q-99'"),
     ("--preset", "coop_b2m", "unknown preset 'coop_b2m'; expected one of:"),
     ("--set", "n_ctxx=4", "--set n_ctxx: no such option. Training options: epochs"),
-    ("--set", "epochs=two", "--set epochs=two: expected a value of type int"),
-    ("--set", "lr=fast", "--set lr=fast: expected a value of type float"),
+    ("--set", "epochs=two", "--set epochs=two: train.epochs must be an integer, got 'two'"),
+    ("--set", "lr=fast", "--set lr=fast: train.lr must be a number, got 'fast'"),
+    ("--set", "epochs=-1", "--set epochs=-1: train.epochs must be a number >= 0, got -1"),
+    ("--set", "lr=-1", "--set lr=-1: train.lr must be a number > 0, got -1.0"),
+    ("--set", "batch_size=0", "--set batch_size=0: train.batch_size must be a number >= 1, got 0"),
+    ("--set", "precision=fp8", "--set precision=fp8: train.precision must be one of 'fp32', 'bf16', 'fp16', "
+                               "'fp16-pure', got 'fp8'"),
+    ("--set", "class_token_position=start", "method.class_token_position must be one of 'end', 'middle', 'front'"),
+    ("--set", "n_ctx=0", "--set n_ctx=0: method.n_ctx must be a number >= 1, got 0"),
+    ("--shots", "-2", "--shots -2: train.shots must be a number >= 0, got -2"),
+    ("--workers", "-1", "--workers -1: train.num_workers must be a number >= 0, got -1"),
+    ("--device", "cuda:banana", "--device cuda:banana: not a torch device; expected cpu, cuda, cuda:N or mps"),
 ])
 def test_unknown_names_and_bad_options(capsys, tmp_path, folder, model, flag, value, expected):
     """The flag is given last, so that it wins over the one ``train_args`` gives."""
     out = tmp_path / "run"
     args = train_args("coop", folder, out, model, extra=("--shots", "2"))
     assert expected in failure(capsys, [*args, flag, value])
+    assert not out.exists()
+
+
+def test_cuda_asked_for_on_a_machine_without_one(capsys, tmp_path, folder, model, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    line = failure(capsys, [*train_args("coop", folder, out, model), "--device", "cuda"])
+    assert "--device cuda: this machine has no CUDA device" in line and "use --device cpu" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("method: coop\ntrain: {lr: 0.002\n", "not valid YAML"),
+    ("- method: coop\n", "expected a mapping with at least a 'method' key"),
+    ("method: coop\nmethod_config: 5\n", "method_config must be a mapping, got 5"),
+    ("method: coop\ntrain: {lr: -1}\n", "train.lr must be a number > 0, got -1.0"),
+    ("method: coop\ntrain: {epochs: 2.5}\n", "train.epochs must be an integer, got 2.5"),
+    ("method: coop\nmethod_config: {n_ctx: 4, ctx_init: a photo, class_specific: true}\n",
+     "class_specific contexts start from random vectors"),
+    ("method: coop\nmodel: 16\n", "model must be a string, got 16"),
+    ("method: coop\nepochs: 5\n", "unknown key 'epochs'; a preset takes method, model"),
+])
+def test_a_preset_file_that_is_wrong_is_named_with_what_is_wrong(capsys, tmp_path, folder, model, text, expected):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text(text)
+    out = tmp_path / "run"
+    line = failure(capsys, [*train_args("coop", folder, out, model), "--preset", str(preset)])
+    assert str(preset) in line and expected in line
     assert not out.exists()
 
 
@@ -230,7 +262,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch, tmp_pa
     def broken(*args, **kwargs):
         raise RuntimeError("shapes do not match\nmore detail")
 
-    monkeypatch.setattr("metaprompt.cli.train.train_run", broken)
+    monkeypatch.setattr("metaprompt.experiment.train_run", broken)
     args = train_args("coop", folder, tmp_path / "run", model)
     line = failure(capsys, args, code=1)
     assert "unexpected error (RuntimeError: shapes do not match)" in line and f"{DEBUG_ENV}=1" in line

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from metaprompt.artifact import read_artifact
 from metaprompt.cli import main
-from tiny import make_image_folder
+from helpers import make_image_folder, train_args
 
 CLASSES = sorted(["red_star", "blue_circle", "green_square", "yellow_heart", "cat", "dog"])
 NAMES = list(CLASSES)  # labels follow the sorted folder names; readers keep them as they are
@@ -30,24 +30,17 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data"), CLASSES, {"train": 3, "test": 2})
 
 
-@pytest.fixture()
-def model(tiny_model_name, tiny_weights):
-    return tiny_model_name, tiny_weights
 
-
-def train_args(method, folder, out, model, extra=()):
-    args = ["train", "--method", method, "--dataset", "imagefolder", "--root", str(folder), "--out", str(out),
-            "--model", model[0], "--pretrained", model[1], "--classes", "base", "--shots", "2", "--workers", "0",
-            "--no-progress", "--set", "epochs=2", "--set", "max_steps=2", "--set", "batch_size=2"]
-    for s in [*SMALL[method], *extra]:
-        args += ["--set", s]
-    return args
+def method_args(method, folder, out, model, extra=()):
+    """Two training steps of ``method`` at its small size, on the base classes, 2 shots."""
+    return train_args(method, folder, out, model, "epochs=2", "max_steps=2", "batch_size=2", *SMALL[method], *extra,
+                      extra=("--classes", "base", "--shots", "2"))
 
 
 @pytest.mark.parametrize("method", list(SMALL))
 def test_method_trains_and_evaluates_on_other_classes(method, folder, tmp_path, model, capsys):
     out = tmp_path / "run"
-    assert main(train_args(method, folder, out, model)) == 0
+    assert main(method_args(method, folder, out, model)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_classes"] == 3 and metrics["num_test"] == 6
     assert metrics["train_steps"] == (0 if method == "zeroshot" else 2)
@@ -67,7 +60,7 @@ def test_method_trains_and_evaluates_on_other_classes(method, folder, tmp_path, 
 
 def test_artifact_holds_only_prompts(folder, tmp_path, model):
     out = tmp_path / "run"
-    main(train_args("metaprompt", folder, out, model))
+    assert main(method_args("metaprompt", folder, out, model)) == 0
     tensors = load_file(str(out / "prompts.safetensors"))
     assert set(tensors) == {"text_prompts", "visual_prompts"}
     assert tensors["text_prompts"].shape == (3, 2, 48) and tensors["visual_prompts"].shape == (3, 2, 64)
@@ -80,10 +73,10 @@ def test_dumped_logits_match_an_independent_computation(folder, tmp_path, model)
     from torchvision import transforms as T
 
     out = tmp_path / "run"
-    main(train_args("ivlp", folder, out, model, ["ctx_init=", "n_ctx=2"]))
+    assert main(method_args("ivlp", folder, out, model, ["ctx_init=", "n_ctx=2"])) == 0
     dump = tmp_path / "all.npz"
-    main(["eval", "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root", str(folder),
-          "--classes", "all", "--dump-logits", str(dump), "--workers", "0", "--no-progress"])
+    assert main(["eval", "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
+                 str(folder), "--classes", "all", "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
     data = np.load(dump)
     t = load_file(str(out / "prompts.safetensors"))
     assert not torch.allclose(t["text_prompts"][1:], torch.zeros(1))

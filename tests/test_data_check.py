@@ -34,8 +34,11 @@ def _notes(output: str, name: str) -> list[str]:
     return notes
 
 
-def test_data_is_a_registered_command():
-    assert "data" in cli.COMMAND_MODULES
+def test_the_full_command_line_routes_data_check_to_it(tmp_path):
+    from metaprompt.cli import data
+
+    args = cli.build_parser().parse_args(["data", "check", "--root", str(tmp_path), "--dataset", "dtd"])
+    assert args.func is data.run_check and args.datasets == ["dtd"]
 
 
 def test_check_all_found(tmp_path, capsys, monkeypatch):

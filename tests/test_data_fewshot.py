@@ -109,15 +109,15 @@ def test_shortfalls_name_each_short_class_and_how_short():
 def test_the_record_holds_relative_paths_and_rebuilds_the_task_after_the_root_moves(tmp_path):
     old_root = tmp_path / "old"
     make_coop_dataset(old_root, "eurosat")
-    spec = TaskSpec("eurosat", str(old_root), classes="base", shots=2, seed=1)
-    first = build_task(spec)
+    spec = TaskSpec("eurosat", str(old_root), classes="base")
+    first = build_task(spec, shots=2, seed=1)
     record = json.loads(json.dumps(draw_record(first)))
     assert record["dataset"] == "eurosat" and len(record["train"]) == 4 and len(record["val"]) == 4  # base: 2 classes
     assert all(not Path(p).is_absolute() and str(tmp_path) not in p for p in record["train"] + record["val"])
 
     new_root = tmp_path / "moved"
     shutil.move(old_root, new_root)
-    again = build_task(replace(spec, root=str(new_root), seed=99), recorded=record)  # the record, not the seed
+    again = build_task(replace(spec, root=str(new_root)), shots=2, seed=99, recorded=record)  # the record, not the seed
     assert [p.replace(str(new_root), str(old_root)) for p in _paths(again.train)] == _paths(first.train)
     assert again.classnames == first.classnames and [d.label for d in again.train] == [d.label for d in first.train]
 
@@ -126,7 +126,7 @@ def test_a_stale_record_is_reported(tmp_path):
     make_coop_dataset(tmp_path, "dtd")
     record = {"dataset": "dtd", "shots": 1, "seed": 1, "train": ["banded/nope.jpg"], "val": []}
     with pytest.raises(MetapromptError, match=r"fewshot\.json: lists 'banded/nope\.jpg' in train.*data changed"):
-        build_task(TaskSpec("dtd", str(tmp_path), shots=1), recorded=record, source="run/fewshot.json")
+        build_task(TaskSpec("dtd", str(tmp_path)), shots=1, recorded=record, source="run/fewshot.json")
 
 
 # ---------------------------------------------------------------- base / new
@@ -206,7 +206,7 @@ def test_dg_task_records_the_short_class_of_one_source_domain(tmp_path):
     record = draw_record(task)
     assert record["per_domain"] and record["shortfall"] == [
         {"class": "alarm_clock", "domain": "painting", "images": 1, "shots": 2}]
-    again = build_task(TaskSpec("domainnet", str(tmp_path), shots=2, seed=4, target="real"), recorded=record)
+    again = build_task(TaskSpec("domainnet", str(tmp_path), target="real"), shots=2, seed=4, recorded=record)
     assert _paths(again.train) == _paths(task.train) and again.domains == task.domains
 
 
@@ -221,9 +221,9 @@ def test_imagenet_records_no_val_draw_and_keeps_its_test_set_as_val(tmp_path):
     from data_layouts import make_imagenet
 
     make_imagenet(tmp_path)
-    spec = TaskSpec("imagenet", str(tmp_path), shots=2, seed=1)
-    task = build_task(spec)
+    spec = TaskSpec("imagenet", str(tmp_path))
+    task = build_task(spec, shots=2, seed=1)
     record = draw_record(task)
     assert record["val"] is None and len(record["train"]) == 6
-    again = build_task(spec, recorded=record)
+    again = build_task(spec, shots=2, seed=1, recorded=record)
     assert again.val == again.test == task.test and _paths(again.train) == _paths(task.train)

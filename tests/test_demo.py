@@ -11,7 +11,8 @@ import pytest
 import metaprompt.cli.demo as demo
 from metaprompt.cli import main
 from metaprompt.config import resolve
-from metaprompt.results import build_report, load_results
+from metaprompt.benchmark import load_results
+from metaprompt.results import build_report
 
 MINIATURE = {"train_per_class": 2, "test_per_class": 1, "val_per_class": 2}
 

@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_runs import prompts, train_args
-from cli_runs import one_torch_thread  # noqa: F401 - an autouse fixture
+from helpers import make_image_folder, prompts, train_args
 from metaprompt import distributed
 from metaprompt.cli import main
 from metaprompt.errors import MetapromptError
 from data_layouts import make_world
-from tiny import make_image_folder
 from torchrun_cli import SEPARATOR
 
 DRIVER = Path(__file__).with_name("torchrun_cli.py")

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli_runs import one_torch_thread, train_args  # noqa: F401 - an autouse fixture
+from helpers import make_image_folder, train_args
 from metaprompt.cli import main
-from metaprompt.config import resolve
+from metaprompt.config import protocol_preset, resolve
 from metaprompt.engine import lr_at_epoch
-from metaprompt.protocols import xd_preset
-from tiny import make_image_folder
 
 COOP = "KaiyangZhou/CoOp configs/trainers/CoOp/"
 
@@ -43,10 +41,10 @@ def test_a_value_the_user_sets_is_kept_and_recorded_as_a_departure():
 
 
 def test_maple_cross_dataset_runs_start_from_the_released_cross_dataset_config():
-    cfg = resolve("maple", xd_preset("maple")).for_task("imagenet")
-    assert (cfg.train.lr, cfg.train.epochs, cfg.method_config["depth"]) == (0.0026, 2, 3)
+    cfg = resolve("maple", protocol_preset("xd", "maple")).for_task("imagenet")
+    assert (cfg.train.lr, cfg.train.epochs, cfg.method_config.depth) == (0.0026, 2, 3)
     assert cfg.follows.endswith("MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml")
-    assert xd_preset("coop") is None
+    assert protocol_preset("xd", "coop") is None
 
 
 def test_the_world_presets_follow_no_released_file():

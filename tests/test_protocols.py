@@ -12,6 +12,7 @@ import pytest
 
 import metaprompt.protocols as protocols
 from data_layouts import make_coop_dataset
+from metaprompt.benchmark import load_results
 from metaprompt.cli import main
 from metaprompt.results import base_to_new_table
 from metaprompt.world import render_world
@@ -115,7 +116,7 @@ def test_second_invocation_trains_and_loads_nothing(first_output, commands, out,
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was read, loaded or trained again")
 
-    for name in ("train_run", "build_run", "build_dataset", "read_artifact"):
+    for name in ("train_run", "build_method_for_run", "build_dataset", "read_artifact"):
         monkeypatch.setattr(protocols, name, forbidden)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     with _capture_log() as log:
@@ -258,7 +259,7 @@ def test_figure_titles_name_the_partial_averages(first_output, out, monkeypatch,
         titles.append(ax.get_title())
 
     monkeypatch.setattr(results, "_bars", record)
-    report = results.build_report(results.load_results(out))
+    report = results.build_report(load_results(out))
     results.save_figure(report.panels, tmp_path / "figure.png")
     dg_summary = next(t for t in titles if t.startswith("Domain generalisation (average over target domains)"))
     assert "partial averages: coop 1-shot 2/4, metaprompt 1-shot 2/4" in dg_summary

@@ -14,10 +14,8 @@ from typing import BinaryIO
 import pytest
 import torch
 
-from cli_runs import metaprompt_command, one_thread_env, prompts, train_args
-from cli_runs import one_torch_thread  # noqa: F401 - an autouse fixture
+from helpers import make_image_folder, metaprompt_command, one_thread_env, prompts, train_args
 from metaprompt.cli import main
-from tiny import make_image_folder
 
 BATCHES = 20  # per epoch: 40 training images, batch_size 2; many, so that a signal lands inside epoch 2
 IN_EPOCH_2 = re.compile(rf"epoch 2/2:[^\r\n]*?\| *[1-9]\d*/{BATCHES} ")
@@ -68,11 +66,11 @@ def mark_and_resume(args: list[str], out: Path) -> dict[str, torch.Tensor]:
     """Re-run the command. A mark put into the checkpoint's history beforehand must still be in the final
     checkpoint: the re-run continued from the checkpoint instead of starting over."""
     path = out / "checkpoint.pt"
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=True)
     checkpoint["state"]["history"][0]["mark"] = "before the re-run"
     torch.save(checkpoint, path)
     assert main(args) == 0
-    assert torch.load(path, weights_only=False)["state"]["history"][0]["mark"] == "before the re-run"
+    assert torch.load(path, weights_only=True)["state"]["history"][0]["mark"] == "before the re-run"
     return prompts(out)
 
 
@@ -86,7 +84,7 @@ def test_sigkill_in_the_second_epoch_then_rerun(folder, tiny_model_name, tiny_we
     out, model = tmp_path / "run", (tiny_model_name, tiny_weights)
     code, _ = stop_in_epoch_2(run_args(folder, out, model, progress=True), signal.SIGKILL)
     assert code == -signal.SIGKILL
-    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
     assert (state["epoch"], state["batch"]) == (1, 0) and not (out / "prompts.safetensors").exists()
     assert_bit_identical(mark_and_resume(run_args(folder, out, model), out), reference)
 
@@ -95,7 +93,7 @@ def test_sigterm_checkpoints_the_current_batch_then_rerun(folder, tiny_model_nam
                                                           reference):
     out, model = tmp_path / "run", (tiny_model_name, tiny_weights)
     code, stderr = stop_in_epoch_2(run_args(folder, out, model, progress=True), signal.SIGTERM)
-    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
     assert code == 130 and "Traceback" not in stderr
     assert state["epoch"] == 1 and 0 < state["batch"] < BATCHES
     assert (f"metaprompt: interrupted: stopped by a signal in epoch 2 after batch {state['batch']}; progress saved "
@@ -121,8 +119,26 @@ def test_a_resumed_run_trains_on_the_images_its_record_names(tmp_path, tiny_mode
         (out / path).unlink()
     for i in range(6, 12):
         shutil.copy(data / "train" / "ant" / "0.png", data / "train" / "ant" / f"{i}.png")
-    fresh = build_task(TaskSpec("imagefolder", str(data), shots=2, seed=1))
+    fresh = build_task(TaskSpec("imagefolder", str(data)), shots=2, seed=1)
     assert sorted(Path(d.impath).name for d in fresh.train if d.label == 0) != sorted(
         Path(p).name for p in record["train"] if p.startswith("train/ant/"))
     assert main([*args, "--set", "max_steps=1"]) == 0
     assert json.loads((out / "fewshot.json").read_text()) == record
+
+
+def test_a_checkpoint_holding_a_malicious_pickle_is_refused_without_running_it(folder, tiny_model_name, tiny_weights,
+                                                                              tmp_path, capsys):
+    """A checkpoint.pt planted in a run folder is read with torch.load(weights_only=True): its code never runs."""
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (ran,))
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"tensors": {}, "state": Payload()}, out / "checkpoint.pt")
+    assert main(run_args(folder, out, (tiny_model_name, tiny_weights))) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metaprompt: error:")]
+    assert len(errors) == 1 and f"checkpoint {out / 'checkpoint.pt'} holds objects other than tensors" in errors[0]
+    assert not ran.exists()

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 
 from metaprompt.config import RunConfig
 from metaprompt.data.base import Datum, DatasetSplits
-from metaprompt.engine import TrainConfig, Trainer, evaluate
-from metaprompt.experiment import build_run
+from metaprompt.config import TrainConfig
+from metaprompt.engine import Trainer
+from metaprompt.evaluation import evaluate
+from metaprompt.experiment import build_method_for_run
 from metaprompt.methods import Batch, ComputeOptions
-from tiny import make_image_folder
+from helpers import make_image_folder
 
 ATOL = 1e-4
 CLASSES = ["red star", "blue circle", "green square", "cat", "dog", "big truck"]
@@ -35,7 +37,7 @@ def build(model, config: str, options: ComputeOptions, classnames=CLASSES, items
                     train=TrainConfig(precision=precision))
     task = DatasetSplits("test", list(classnames), list(items), [], [])
     torch.manual_seed(0)
-    return build_run(cfg, task, "cpu", options)
+    return build_method_for_run(cfg, task, "cpu", options)
 
 
 def batches(n: int = 2) -> list[Batch]:
@@ -52,19 +54,6 @@ def train_and_predict(method, steps: list[Batch], test_images: torch.Tensor):
         logits = torch.cat([method.model_inference(x) for x in test_images.split(4)])
     return method.trained_tensors(), logits
 
-
-@pytest.fixture()
-def model(tiny_model_name, tiny_weights):
-    return tiny_model_name, tiny_weights
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are too small to share out: extra threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def assert_same(a: dict, b: dict) -> None:

@@ -29,12 +29,10 @@ from torch.utils.checkpoint import checkpoint
 
 from . import weights
 from .errors import MetapromptError
+from .precision import PRECISIONS, PURE_FP16
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-pure": None}
-"""Autocast dtype of each precision. ``bf16`` / ``fp16``: mixed (weights and prompts stay fp32, matrix products
-run in the lower precision); ``fp16-pure``: weights, prompts and features in fp16 without autocast, as the
-released codebases' default ``PREC: fp16`` (CUDA only)."""
-PURE_FP16 = "fp16-pure"
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""Autocast dtype of the mixed precisions; the others run without autocast (see :mod:`metaprompt.precision`)."""
 WORLD_MODEL = "world-tiny"
 
 
@@ -92,7 +90,7 @@ class PromptCLIP(nn.Module):
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for this model's precision (fp32: a no-op)."""
-        dtype = PRECISIONS[self.precision]
+        dtype = AUTOCAST_DTYPES.get(self.precision)
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)

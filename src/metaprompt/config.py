@@ -1,11 +1,17 @@
-"""A run's full configuration: method, model, method options and training options; presets shipped as
-YAML inside the package; ``--set key=value`` overrides with type checks.
+"""A run's full configuration: method, model, the method's typed config and the training options; presets
+shipped as YAML inside the package; ``--set key=value`` overrides with type checks.
+
+Every value is checked where its config is built (the dataclasses' ``__post_init__``, see
+:mod:`metaprompt.validation`): a bad one fails there, naming the option and what it expects.
 
 A published preset names the released config file it follows (``follows``), and may hold *variants*: the
 other released config files that the reference scripts pick for some datasets or shot counts (CoOp trains
 50 epochs on ImageNet and at 1 shot, 100 at 2 and 4 shots). :meth:`RunConfig.for_task` picks the variant
 for a run's dataset and shots. A value the user sets is never replaced by a variant; one that differs from
 the published value is a *departure*, recorded in the run's config and reported in one line.
+
+No torch here: the method registry (:mod:`metaprompt.methods`) is imported when a method's config is first
+needed, so that building the command line and reading configs stay fast.
 """
 from __future__ import annotations
 
@@ -20,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from .engine import TrainConfig
 from .errors import MetapromptError
-from .methods import make_config, method_class
+from .precision import PRECISIONS
+from .validation import allowed_types, at_least, fraction, in_range, one_of, positive, validate
 
 DEFAULT_PRESETS = {
     "zeroshot": "zeroshot",
@@ -33,10 +39,55 @@ DEFAULT_PRESETS = {
     "maple": "maple_b2n",
     "metaprompt": "metaprompt_b2n",
 }
+PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "maple_xd"}}
+"""Methods with a preset of their own for a protocol (MetaPrompt's domain-generalisation config, MaPLe's released
+cross-dataset config); the others start from their default preset."""
 TOP_LEVEL = ("model", "pretrained")
 EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed", "train.shots"})
 """Settings that do not depart from a published configuration: how a run executes (workers, the test batch,
 which changes no number) and what the protocol asks of it (seed, shots)."""
+
+
+def protocol_preset(protocol: str, method: str | None) -> str | None:
+    """The preset a ``protocol`` (``dg``, ``xd``) run of ``method`` starts from (None: the method's default)."""
+    return PROTOCOL_PRESETS.get(protocol, {}).get(method or "")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and data settings (defaults: MetaPrompt's base-to-new configuration)."""
+
+    epochs: int = 8
+    batch_size: int = 16
+    """Global batch: split evenly over processes when distributed."""
+    test_batch_size: int = 100
+    lr: float = 0.0015
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    """Constant LR during the warm-up epochs (the field's ConstantWarmupScheduler)."""
+    shots: int = 16
+    """Training images per class (per class per source domain in domain generalisation); 0 = all."""
+    seed: int = 1
+    precision: str = "fp32"
+    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision), or fp16-pure
+    (weights and prompts in fp16, as the released codebases' default; CUDA only, fp32 elsewhere)."""
+    num_workers: int = 2
+    augment_views: int = 0
+    """Distinct augmented views per training image (0: a new view every epoch)."""
+    crop_scale_min: float = 0.08
+    """Smallest random-resized-crop area (fraction of the image); the field uses 0.08."""
+    max_steps: int = 0
+    """Stop after this many training steps (0: no limit); for smoke tests."""
+
+    def __post_init__(self) -> None:
+        validate(self, {
+            "epochs": at_least(0), "batch_size": at_least(1), "test_batch_size": at_least(1), "lr": positive,
+            "momentum": in_range(0, 1), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
+            "warmup_lr": positive, "shots": at_least(0), "seed": at_least(0), "precision": one_of(PRECISIONS),
+            "num_workers": at_least(0), "augment_views": at_least(0), "crop_scale_min": fraction,
+            "max_steps": at_least(0)}, scope="train.")
 
 
 @dataclass(frozen=True)
@@ -57,10 +108,14 @@ class Variant:
 
 @dataclass
 class RunConfig:
+    """Everything a run is: method, model, the method's config (its typed dataclass; a mapping of options is
+    turned into it), the training options, and the published config it follows."""
+
     method: str
     model: str = "ViT-B-16"
     pretrained: str | None = "openai"
-    method_config: dict[str, Any] = field(default_factory=dict)
+    method_config: Any = None
+    """The method's config dataclass (``CoOpConfig`` ...); None or a mapping of options builds it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = ""
     follows: str | None = None
@@ -71,10 +126,19 @@ class RunConfig:
     user_keys: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
     variants: tuple[Variant, ...] = field(default=(), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        validate(self, scope="")
+        if self.method_config is None or isinstance(self.method_config, dict):
+            self.method_config = make_config(self.method, self.method_config)
+        elif not isinstance(self.method_config, method_config_class(self.method)):
+            raise MetapromptError(f"method_config for {self.method!r}: expected "
+                                  f"{method_config_class(self.method).__name__}, got "
+                                  f"{type(self.method_config).__name__}")
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
         d["train"] = dataclasses.asdict(self.train)
-        d["method_config"] = dataclasses.asdict(make_config(self.method, self.method_config))
+        d["method_config"] = dataclasses.asdict(self.method_config)
         d["departures"] = dict(self.departures)
         return d
 
@@ -89,22 +153,30 @@ class RunConfig:
         if key in TOP_LEVEL:
             return getattr(self, key)
         scope, name = key.split(".", 1)
-        if scope == "train":
-            return getattr(self.train, name)
-        return self.method_config.get(name, getattr(method_class(self.method).config_class(), name))
+        return getattr(self.train if scope == "train" else self.method_config, name)
+
+    def with_values(self, values: dict[str, Any], user: bool = True) -> "RunConfig":
+        """This config with scoped keys (``train.shots``, ``method.n_ctx``, ``model``) set to ``values``, each
+        checked where its config is rebuilt; ``user``: remembered as set by the user, so that no variant
+        replaces them."""
+        train = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")}
+        method = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("method.")}
+        top = {k: v for k, v in values.items() if k in TOP_LEVEL}
+        return dataclasses.replace(
+            self, **top, train=dataclasses.replace(self.train, **train),
+            method_config=dataclasses.replace(self.method_config, **method),
+            user_keys=self.user_keys | set(values) if user else self.user_keys)
 
     def for_task(self, dataset: str) -> "RunConfig":
         """This config for a run on ``dataset`` at its ``train.shots``: the preset's variant for them (values the
         user set are kept), with its departures from the published values."""
-        cfg = dataclasses.replace(self, method_config=dict(self.method_config), train=dataclasses.replace(self.train),
-                                  published=dict(self.published))
+        cfg = dataclasses.replace(self, published=dict(self.published))
         for variant in self.variants:
             if variant.matches(dataset, cfg.train.shots):
+                cfg = cfg.with_values({k: v for k, v in variant.values.items() if k not in self.user_keys},
+                                      user=False)
                 cfg.follows = variant.follows
                 cfg.published.update(variant.values)
-                for key, value in variant.values.items():
-                    if key not in self.user_keys:
-                        _assign(cfg, key, value)
                 break
         cfg.departures = {key: {"published": published, "used": cfg.value(key)}
                           for key, published in cfg.published.items()
@@ -120,15 +192,37 @@ class RunConfig:
         return f"this run departs from the published config it follows ({self.follows}, preset {self.preset}): {changes}"
 
 
+def method_config_class(method: str) -> type:
+    """The config dataclass of ``method`` (an unknown name is an error listing the known ones)."""
+    from .methods import method_class
+
+    return method_class(method).config_class
+
+
+def make_config(method: str, values: dict[str, Any] | None = None) -> Any:
+    """The method's config dataclass with ``values`` applied (see :func:`metaprompt.methods.make_config`)."""
+    from .methods import make_config as make
+
+    return make(method, values)
+
+
 def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("metaprompt.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+PRESET_KEYS = {"method": str, "model": str, "pretrained": (str, type(None)), "follows": str, "method_config": dict,
+               "train": dict, "variants": list}
 
 
 def load_preset(name: str) -> dict:
     """A preset by name (``metaprompt_b2n``) or a path to a YAML file of the same form."""
     path = Path(name)
     if name.endswith((".yaml", ".yml")) and path.is_file():
-        source, text = str(path), path.read_text()
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise MetapromptError(f"{source}: unreadable preset ({err})") from None
     else:
         resource = resources.files("metaprompt.presets") / f"{name}.yaml"
         if not resource.is_file():
@@ -141,7 +235,17 @@ def load_preset(name: str) -> dict:
         raise MetapromptError(f"{source}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or "method" not in data:
         raise MetapromptError(f"{source}: expected a mapping with at least a 'method' key")
+    for key, value in data.items():
+        if key not in PRESET_KEYS:
+            raise MetapromptError(f"{source}: unknown key {key!r}; a preset takes {', '.join(PRESET_KEYS)}")
+        if not isinstance(value, PRESET_KEYS[key]):
+            raise MetapromptError(f"{source}: {key} must be a {_kind(PRESET_KEYS[key])}, got {value!r}")
     return data
+
+
+def _kind(types: type | tuple) -> str:
+    names = {str: "string", dict: "mapping", list: "list", type(None): "none"}
+    return " or ".join(names[t] for t in (types if isinstance(types, tuple) else (types,)))
 
 
 def resolve(method: str | None = None, preset: str | None = None, sets: list[str] | None = None,
@@ -150,30 +254,33 @@ def resolve(method: str | None = None, preset: str | None = None, sets: list[str
     if method is None and preset is None:
         raise MetapromptError("give --method or --preset")
     if method is not None:
-        method_class(method)
+        method_config_class(method)
     preset = preset or DEFAULT_PRESETS[method]
     data = load_preset(preset)
     if method is not None and data["method"] != method:
         raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")
+    cfg = _from_preset(preset, data)
+    for assignment in sets or []:
+        cfg = apply_set(cfg, assignment)
+    flags = {key: value if key == "model" or value.lower() != "none" else None
+             for key, value in (("model", model), ("pretrained", pretrained)) if value is not None}
+    return cfg.with_values(flags) if flags else cfg
+
+
+def _from_preset(preset: str, data: dict) -> RunConfig:
+    """The preset's config, with the values it publishes when it follows a released file."""
     try:
         train = TrainConfig(**data.get("train", {}))
+        cfg = RunConfig(method=data["method"], model=data.get("model", "ViT-B-16"),
+                        pretrained=data.get("pretrained", "openai"), method_config=dict(data.get("method_config", {})),
+                        train=train, preset=preset, follows=data.get("follows"),
+                        variants=tuple(_variant(preset, v) for v in data.get("variants", [])))
     except TypeError as err:
         raise MetapromptError(f"preset {preset}: {err}") from None
-    cfg = RunConfig(method=data["method"], model=data.get("model", "ViT-B-16"),
-                    pretrained=data.get("pretrained", "openai"), method_config=dict(data.get("method_config", {})),
-                    train=train, preset=preset, follows=data.get("follows"),
-                    variants=tuple(_variant(preset, v) for v in data.get("variants", [])))
-    make_config(cfg.method, cfg.method_config)  # validates the preset's keys
+    except MetapromptError as err:
+        raise MetapromptError(f"preset {preset}: {err}") from None
     if cfg.follows:
         cfg.published = {key: cfg.value(key) for key in _preset_keys(data)}
-    user_keys = set()
-    for assignment in sets or []:
-        user_keys.add(apply_set(cfg, assignment))
-    for key, value in (("model", model), ("pretrained", pretrained)):
-        if value is not None:
-            setattr(cfg, key, value if key == "model" or value.lower() != "none" else None)
-            user_keys.add(key)
-    cfg.user_keys = frozenset(user_keys)
     return cfg
 
 
@@ -191,78 +298,70 @@ def _preset_keys(data: dict) -> list[str]:
     return keys
 
 
-def _variant(preset: str, data: dict) -> Variant:
-    unknown = sorted(set(data) - {"follows", "datasets", "shots", "method_config", "train"})
-    if unknown or "follows" not in data:
-        raise MetapromptError(f"preset {preset}: a variant needs 'follows' and takes datasets, shots, "
-                              f"method_config and train; found {sorted(data)}")
+def _variant(preset: str, data: Any) -> Variant:
+    unknown = sorted(set(data) - {"follows", "datasets", "shots", "method_config", "train"}) if isinstance(data, dict) else None
+    if unknown is None or unknown or "follows" not in data:
+        raise MetapromptError(f"preset {preset}: a variant is a mapping with 'follows' that takes datasets, shots, "
+                              f"method_config and train; found {data!r}")
     values = {f"method.{k}": v for k, v in data.get("method_config", {}).items()}
     values.update({f"train.{k}": v for k, v in data.get("train", {}).items()})
     return Variant(follows=data["follows"], datasets=tuple(data.get("datasets", ())),
                    shots=tuple(data.get("shots", ())), values=values)
 
 
-def _assign(cfg: RunConfig, key: str, value: Any) -> None:
-    scope, name = key.split(".", 1)
-    if scope == "train":
-        setattr(cfg.train, name, value)
-    else:
-        cfg.method_config[name] = value
-
-
-def apply_set(cfg: RunConfig, assignment: str) -> str:
-    """Apply ``key=value``; ``key`` is a training or method option (``train.`` / ``method.`` prefixes
-    disambiguate), or ``model`` / ``pretrained``. The value is parsed as YAML and type-checked. Returns the
-    scoped key it set."""
-    if "=" not in assignment:
-        raise MetapromptError(f"--set {assignment!r}: expected key=value")
-    key, raw = assignment.split("=", 1)
-    key = key.strip()
+def option_key(cfg: RunConfig, key: str) -> str:
+    """The scoped key (``train.lr``, ``method.n_ctx``, ``model``) that ``key`` names for ``cfg``'s method;
+    ``train.`` / ``method.`` prefixes disambiguate a name both have."""
     if key in TOP_LEVEL:
-        setattr(cfg, key, raw if raw.lower() != "none" else None)
         return key
-    method_fields = {f.name: f for f in dataclasses.fields(method_class(cfg.method).config_class)}
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = {"train": [f.name for f in dataclasses.fields(TrainConfig)],
+              "method": [f.name for f in dataclasses.fields(cfg.method_config)]}
     scope, _, name = key.rpartition(".")
-    candidates = {"train": train_fields, "method": method_fields}
-    if scope:
-        if scope not in candidates:
-            raise MetapromptError(f"--set {key}: unknown scope {scope!r}; expected train. or method.")
-        owners = [scope] if name in candidates[scope] else []
-    else:
-        owners = [s for s, fields in candidates.items() if name in fields]
+    if scope and scope not in fields:
+        raise MetapromptError(f"--set {key}: unknown scope {scope!r}; expected train. or method.")
+    owners = [s for s in ([scope] if scope else fields) if name in fields[s]]
     if not owners:
         raise MetapromptError(
-            f"--set {key}: no such option. Training options: {', '.join(train_fields)}; "
-            f"{cfg.method} options: {', '.join(method_fields)}; also model, pretrained")
+            f"--set {key}: no such option. Training options: {', '.join(fields['train'])}; "
+            f"{cfg.method} options: {', '.join(fields['method'])}; also model, pretrained")
     if len(owners) > 1:
         raise MetapromptError(f"--set {key}: ambiguous, say train.{name} or method.{name}")
-    fld = candidates[owners[0]][name]
-    value = coerce(key, raw, fld.type, owners[0] == "train" and TrainConfig or method_class(cfg.method).config_class)
-    _assign(cfg, f"{owners[0]}.{name}", value)
     return f"{owners[0]}.{name}"
 
 
-def coerce(key: str, raw: str, annotation: Any, owner: type) -> Any:
-    """Parse ``raw`` as YAML and check it against the field's type."""
-    hints = typing.get_type_hints(owner)
-    expected = hints.get(key.rpartition(".")[2], annotation)
+def apply_set(cfg: RunConfig, assignment: str) -> RunConfig:
+    """``cfg`` with ``key=value`` applied (see :func:`option_key`); the value is parsed as YAML and checked
+    where the config is rebuilt."""
+    if "=" not in assignment:
+        raise MetapromptError(f"--set {assignment!r}: expected key=value")
+    key, raw = (part.strip() for part in assignment.split("=", 1))
+    scoped = option_key(cfg, key)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        return cfg.with_values({scoped: parse_value(raw, _field_type(cfg, scoped))})
+    except MetapromptError as err:
+        raise MetapromptError(f"--set {key}={raw}: {err}") from None
+
+
+def _field_type(cfg: RunConfig, scoped: str) -> Any:
+    if scoped in TOP_LEVEL:
+        return typing.get_type_hints(RunConfig)[scoped]
+    scope, name = scoped.split(".", 1)
+    return typing.get_type_hints(TrainConfig if scope == "train" else type(cfg.method_config))[name]
+
+
+def parse_value(raw: str, annotation: Any) -> Any:
+    """``raw`` parsed as YAML, read as the field's type wants it: ``none`` / ``null`` is None, a string field
+    keeps the text as typed, and a float field takes ``1e-5`` (which YAML 1.1 reads as a string)."""
+    allowed = allowed_types(annotation)
+    if raw.lower() in ("none", "null", "~") and type(None) in allowed:
+        return None
+    try:
+        value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
-    allowed = typing.get_args(expected) or (expected,)
-    if value is None and type(None) in allowed:
-        return None
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if str in allowed:
+        return value if isinstance(value, str) else raw
     if float in allowed and isinstance(value, str):
         with contextlib.suppress(ValueError):
-            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-    if str in allowed and not isinstance(value, str):
-        return raw
-    for kind in allowed:
-        if kind is not type(None) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return value
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    raise MetapromptError(f"--set {key}={raw}: expected a value of type {names}")
+            return float(value)
+    return value

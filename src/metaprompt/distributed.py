@@ -147,3 +147,26 @@ def barrier() -> None:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def select_device(requested: str | None) -> str:
+    """The device a command runs on: ``requested`` (``--device``), checked against this machine, or, when
+    none is asked for, this process's GPU when there is one, else the CPU."""
+    if not requested:
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank()}" if is_distributed() else "cuda"
+        return "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise MetapromptError(f"--device {requested}: not a torch device; expected cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MetapromptError(f"--device {requested}: this machine has no CUDA device (torch "
+                                  f"{torch.__version__}, torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MetapromptError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA "
+                                  f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MetapromptError(f"--device {requested}: MPS (Apple GPU) is not available here; use --device cpu")
+    return requested

@@ -1,18 +1,19 @@
-"""The training and evaluation loop: SGD with the field's warm-up + cosine schedule, mixed precision,
-one or many processes, checkpoints that resume bit-identically, progress bars.
+"""The training loop: SGD with the field's warm-up + cosine schedule, one or many processes, a checkpoint after
+every epoch (and on SIGTERM / SIGINT) that resumes bit-identically, progress bars.
 
-The shape is Dassl's (build, before/after epoch, forward_backward, test) without the framework.
+The shape is Dassl's (build, before/after epoch, forward_backward) without the framework. Checkpoints and
+random states are :mod:`metaprompt.checkpoint`'s; evaluation is :mod:`metaprompt.evaluation`'s.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import random
 import signal
-import time
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,44 +21,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from .config import TrainConfig
 from .data.base import Datum
 from .data.dataset import ImageDataset, collate
-from .data.transforms import TRAIN_CROP_SCALE_MIN, test_transform, train_transform
+from .data.transforms import train_transform
 from .errors import MetapromptError
 from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
 from .scalars import ScalarLog
-
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and data settings (defaults: MetaPrompt's base-to-new configuration)."""
-
-    epochs: int = 8
-    batch_size: int = 16
-    """Global batch: split evenly over processes when distributed."""
-    test_batch_size: int = 100
-    lr: float = 0.0015
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    """Constant LR during the warm-up epochs (the field's ConstantWarmupScheduler)."""
-    shots: int = 16
-    """Training images per class (per class per source domain in domain generalisation); 0 = all."""
-    seed: int = 1
-    precision: str = "fp32"
-    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision), or fp16-pure
-    (weights and prompts in fp16, as the released codebases' default; CUDA only, fp32 elsewhere)."""
-    num_workers: int = 2
-    augment_views: int = 0
-    """Distinct augmented views per training image (0: a new view every epoch)."""
-    crop_scale_min: float = TRAIN_CROP_SCALE_MIN
-    """Smallest random-resized-crop area (fraction of the image); the field uses 0.08."""
-    max_steps: int = 0
-    """Stop after this many training steps (0: no limit); for smoke tests."""
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -89,15 +61,10 @@ class TrainState:
 
 
 class Trainer:
-    """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given.
-
-    ``before_first_save`` runs (on rank 0) just before the first checkpoint is written: a run folder need
-    not exist until training has something to keep.
-    """
+    """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given."""
 
     def __init__(self, method: PromptMethod, items: list[Datum], cfg: TrainConfig, *, domains: list[str] | None = None,
-                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False,
-                 before_first_save: Callable[[], None] | None = None):
+                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False):
         if not method.trainable_parameters():
             raise MetapromptError(f"method {method.name!r} has nothing to train")
         if not items:
@@ -117,8 +84,7 @@ class Trainer:
         self.state = TrainState()
         self.scalars = ScalarLog()
         self.skipped_images = 0
-        self._stop_signal: int | None = None
-        self._before_first_save = before_first_save
+        self.stop = StopRequest()
 
     def _loader(self) -> DataLoader:
         """Each process loads its share of every global batch. The loader draws its workers' seeds from a
@@ -136,38 +102,33 @@ class Trainer:
         """Trained tensors, optimiser, epoch / step and every RNG state, written atomically (rank 0)."""
         if self.checkpoint_path is None or not dist.is_main():
             return
-        if self._before_first_save is not None:
-            self._before_first_save()
-            self._before_first_save = None
         self.scalars.flush(self.work_dir)
-        payload = {
+        save_checkpoint(self.checkpoint_path, {
             "tensors": self.method.trained_tensors(),
             "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
-            "rng": rng_states(self.method),
+            "rng": rng_states(self.method.random_state()),
             "skipped_images": self.skipped_images,
-        }
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        })
 
     def try_resume(self) -> bool:
         """Load the checkpoint in ``work_dir`` if there is one; True when resumed."""
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
+        payload = load_checkpoint(path)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
             self.method.load_trained_tensors(payload["tensors"], source=str(path))
             self.optimizer.load_state_dict(payload["optimizer"])
+            state = TrainState(**payload["state"])
         except MetapromptError:
             raise
         except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
-            raise MetapromptError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from None
-        self.state = TrainState(**payload["state"])
+            raise MetapromptError(f"checkpoint {path} does not hold this run's training state ({err}); delete it "
+                                  "to start over") from None
+        self.state = state
         self.skipped_images = payload.get("skipped_images", 0)
-        set_rng_states(self.method, payload["rng"])
+        self.method.set_random_state(set_rng_states(payload["rng"]))
         return True
 
     # ----------------------------------------------------------------- training
@@ -179,14 +140,14 @@ class Trainer:
         if resume:
             self.try_resume()
         dist.broadcast_from_main(self.method.trainable_parameters())
-        with self._stop_on_signals():
+        with stop_on_signals(self.stop):
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 if self._budget_spent():
                     break
                 self.run_epoch(epoch)
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 self.save_checkpoint()
-            if dist.global_sum(torch.tensor(float(self._stop_signal is not None))).item():
+            if dist.global_sum(torch.tensor(float(self.stop.requested))).item():
                 self._interrupt()
         self.scalars.close()
         return self.state
@@ -224,7 +185,7 @@ class Trainer:
         none, all skip the batch together. All processes stop here together once any of them got SIGTERM /
         SIGINT; skipped images are counted over all processes."""
         has_data, stop, skipped = dist.global_sum(torch.tensor(
-            [float("label" in raw), float(self._stop_signal is not None), float(raw["skipped"])])).tolist()
+            [float("label" in raw), float(self.stop.requested), float(raw["skipped"])])).tolist()
         if stop:
             self._interrupt()
         self.skipped_images += int(skipped)
@@ -257,36 +218,37 @@ class Trainer:
         where = f" saved in {self.checkpoint_path}" if self.checkpoint_path else ""
         raise KeyboardInterrupt(f"stopped by a signal {when}; progress{where}: re-run the same command to resume")
 
-    def _stop_on_signals(self):
-        """On SIGTERM / SIGINT: finish the current step, checkpoint, stop (all processes at the same batch).
-        A second signal stops at once, keeping the last checkpoint."""
-        trainer = self
 
-        class _Guard:
-            def __enter__(self):
-                self.previous = {}
-                if not _in_main_thread():
-                    return self
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self.previous[sig] = signal.signal(sig, self.handle)
-                return self
+@dataclass
+class StopRequest:
+    """Set by :func:`stop_on_signals` when SIGTERM or SIGINT arrives."""
 
-            def handle(self, signum, frame):
-                if trainer._stop_signal is not None:
-                    raise KeyboardInterrupt("stopped by a second signal; the last checkpoint is kept")
-                trainer._stop_signal = signum
+    signum: int | None = None
 
-            def __exit__(self, *exc):
-                for sig, handler in self.previous.items():
-                    signal.signal(sig, handler)
-                return False
-
-        return _Guard()
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
 
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
+@contextlib.contextmanager
+def stop_on_signals(request: StopRequest) -> Iterator[StopRequest]:
+    """While inside: SIGTERM / SIGINT set ``request`` (the loop finishes its step, checkpoints and stops, all
+    processes at the same batch); a second signal stops at once, keeping the last checkpoint. Outside the
+    main thread, where no handler can be installed, signals keep their usual effect."""
+    def handle(signum, frame):
+        if request.requested:
+            raise KeyboardInterrupt("stopped by a second signal; the last checkpoint is kept")
+        request.signum = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def to_batch(raw: dict, device: torch.device) -> Batch:
@@ -295,60 +257,3 @@ def to_batch(raw: dict, device: torch.device) -> Batch:
     return Batch(images=images.to(device, non_blocking=True) if images is not None else None,
                  labels=raw["label"].to(device), domains=raw["domain"].to(device),
                  features=features.to(device) if features is not None else None)
-
-
-def rng_states(method: PromptMethod) -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    states["method"] = method.random_state()
-    return states
-
-
-def set_rng_states(method: PromptMethod, states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    method.set_random_state(states.get("method", {}))
-
-
-# --------------------------------------------------------------------- evaluation
-@dataclass
-class EvalResult:
-    accuracy: float
-    logits: torch.Tensor
-    labels: torch.Tensor
-    skipped_images: int = 0
-    seconds: float = 0.0
-
-
-def iterate_test(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int,
-                 skip_bad_images: bool = False) -> Iterator[dict]:
-    clip = method.clip
-    dataset = ImageDataset(items, test_transform(clip.image_size, clip.mean, clip.std),
-                           skip_bad_images=skip_bad_images)
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
-
-
-def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, num_workers: int = 2,
-             progress: bool = True, skip_bad_images: bool = False, desc: str = "evaluate") -> EvalResult:
-    """Logits of every item over the method's current classes, and the accuracy (%)."""
-    if not items:
-        raise MetapromptError("the evaluation split is empty")
-    start = time.perf_counter()
-    logits, labels, skipped = [], [], 0
-    with method.evaluation():
-        loader = iterate_test(method, items, batch_size, num_workers, skip_bad_images)
-        for raw in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-            skipped += raw["skipped"]
-            if "image" not in raw:
-                continue
-            logits.append(method.model_inference(raw["image"].to(method.device)).float().cpu())
-            labels.append(raw["label"])
-    if not logits:
-        raise MetapromptError("no readable image in the evaluation split")
-    all_logits, all_labels = torch.cat(logits), torch.cat(labels)
-    acc = float((all_logits.argmax(-1) == all_labels).float().mean()) * 100
-    return EvalResult(acc, all_logits, all_labels, skipped, time.perf_counter() - start)

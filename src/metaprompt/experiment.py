@@ -10,13 +10,14 @@ something to keep (its first checkpoint), so input found bad before that leaves 
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 import yaml
@@ -25,20 +26,24 @@ from . import __version__
 from . import distributed as dist
 from . import scalars
 from .artifact import save_artifact
+from .checkpoint import CHECKPOINT_NAME
 from .clip import load_clip
 from .config import RunConfig, warn_departures
-from .data.base import Datum, DatasetSplits
+from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
-from .engine import CHECKPOINT_NAME, EvalResult, Trainer, evaluate, seed_everything
+from .engine import Trainer, seed_everything
 from .errors import MetapromptError
-from .methods import ComputeOptions, PromptMethod, build_method, make_config
-from .methods.base import accuracy
+from .evaluation import evaluate_sharded
+from .files import atomic_write_text
+from .methods import ComputeOptions, PromptMethod, build_method
 from .tasks import TaskSpec, build_task
 
 ARTIFACT_NAME = "prompts.safetensors"
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 FEWSHOT_NAME = "fewshot.json"
+RUN_FILES = (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME, FEWSHOT_NAME, CONFIG_NAME)
+"""What a run writes in its folder (besides tensorboard/)."""
 
 
 def is_finished(out: Path) -> bool:
@@ -47,12 +52,15 @@ def is_finished(out: Path) -> bool:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomic JSON write (rank 0 only)."""
-    if not dist.is_main():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    if dist.is_main():
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MetapromptError(f"{path}: unreadable ({err}); pass --overwrite to start the run over") from None
 
 
 def environment() -> dict:
@@ -62,7 +70,8 @@ def environment() -> dict:
 
 
 def record(cfg: RunConfig, spec: TaskSpec) -> dict:
-    """The configuration stored beside the results: everything needed to run it again."""
+    """The configuration stored beside the results: everything needed to run it again (the task's shots and
+    seed are the run's ``train.shots`` and ``train.seed``)."""
     return {"run": cfg.to_dict(), "task": dict(spec.__dict__)}
 
 
@@ -88,34 +97,57 @@ def stored_config(path: Path) -> dict:
         raise MetapromptError(f"{path} is not readable YAML ({err}); pass --overwrite to start over") from None
 
 
-def start_run_folder(out: Path, stored: dict, overwrite: bool, task: DatasetSplits) -> None:
-    """Create the run folder with its config.yaml and, for a drawn task, fewshot.json (rank 0), first
-    removing an earlier run's files when ``overwrite``."""
+@contextlib.contextmanager
+def run_folder(out: Path, stored: dict, overwrite: bool, task: DatasetSplits) -> Iterator[Path]:
+    """The run folder with its config.yaml and, for a drawn task, fewshot.json (written by rank 0).
+
+    With ``overwrite`` an earlier run's files are moved aside first. If the body fails before the run has a
+    checkpoint or an artifact, the folder is put back as it was: removed when it did not exist, the earlier
+    run's files restored otherwise. Once it has one, the earlier run's files are deleted."""
     if not dist.is_main():
+        yield out
         return
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for name in (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME, FEWSHOT_NAME):
-            (out / name).unlink(missing_ok=True)
-    tmp = out / f"{CONFIG_NAME}.tmp"
-    tmp.write_text(yaml.safe_dump(stored, sort_keys=False))
-    os.replace(tmp, out / CONFIG_NAME)
+    existed = out.exists()
+    aside = out / ".replaced"
+    if overwrite and existed:
+        aside.mkdir(exist_ok=True)
+        for name in RUN_FILES:
+            if (out / name).exists():
+                (out / name).replace(aside / name)
+    atomic_write_text(out / CONFIG_NAME, yaml.safe_dump(stored, sort_keys=False))
     if task.fewshot is not None:
         write_json(out / FEWSHOT_NAME, draw_record(task))
-
-
-def run_task(spec: TaskSpec, out: Path, overwrite: bool, splits: DatasetSplits | None) -> DatasetSplits:
-    """The run's task: the images its fewshot.json recorded when it resumes, else drawn anew."""
-    path = out / FEWSHOT_NAME
-    recorded = read_json(path) if spec.shots and not overwrite and path.is_file() else None
-    return build_task(spec, splits=splits, recorded=recorded, source=path)
-
-
-def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise MetapromptError(f"{path}: unreadable ({err}); pass --overwrite to start the run over") from None
+        yield out
+    except BaseException:
+        if not any((out / name).is_file() for name in (CHECKPOINT_NAME, ARTIFACT_NAME)):
+            _roll_back(out, existed, aside)
+        raise
+    finally:
+        if aside.exists() and (out / CONFIG_NAME).is_file():
+            shutil.rmtree(aside)
+
+
+def _roll_back(out: Path, existed: bool, aside: Path) -> None:
+    """Put ``out`` back as it was before :func:`run_folder` (nothing kept was written there since)."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if aside.exists():
+        for path in aside.iterdir():
+            path.replace(out / path.name)
+        aside.rmdir()
+
+
+def run_task(spec: TaskSpec, cfg: RunConfig, out: Path, overwrite: bool, splits: DatasetSplits | None) -> DatasetSplits:
+    """The run's task: the images its fewshot.json recorded when it resumes, else drawn anew (``cfg.train``'s
+    shots and seed)."""
+    path = out / FEWSHOT_NAME
+    shots, seed = cfg.train.shots, cfg.train.seed
+    recorded = read_json(path) if shots and not overwrite and path.is_file() else None
+    return build_task(spec, shots, seed, splits=splits, recorded=recorded, source=path)
 
 
 def shortfall_note(task: DatasetSplits) -> str:
@@ -129,12 +161,10 @@ def shortfall_note(task: DatasetSplits) -> str:
             f"({sum(s.shots - s.images for s in short)} images short): {listed}{more}")
 
 
-def build_run(cfg: RunConfig, task: DatasetSplits, device: str, options: ComputeOptions) -> PromptMethod:
+def build_method_for_run(cfg: RunConfig, task: DatasetSplits, device: str, options: ComputeOptions) -> PromptMethod:
+    """The run's CLIP (model, weights, precision) and its method for the task's classes and templates."""
     clip = load_clip(cfg.model, cfg.pretrained, device=device, precision=cfg.train.precision)
-    clip.truncate_context = options.truncate_context
-    clip.text_checkpointing = options.text_checkpointing
-    return build_method(cfg.method, clip, task.classnames, make_config(cfg.method, cfg.method_config),
-                        dataset=task.template, options=options)
+    return build_method(cfg.method, clip, task.classnames, cfg.method_config, dataset=task.template, options=options)
 
 
 class TrainedRun(NamedTuple):
@@ -149,15 +179,14 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     """Train (or resume) one run into ``out`` and evaluate it on the task's test split. ``splits`` is the
     dataset as read (read from ``spec`` when not given).
 
-    Everything that can fail on bad input (config, data, model) is checked before anything is written;
-    the run folder is created with the first checkpoint (or the artifact, when nothing is trained).
-    ``overwrite`` starts over instead of resuming.
+    Everything that can fail on bad input (config, data, model) is checked before anything is written; a
+    failure before the first checkpoint leaves ``out`` as it was (see :func:`run_folder`). ``overwrite``
+    starts over instead of resuming.
     """
     out = Path(out)
-    options = options or ComputeOptions()
-    task = run_task(spec, out, overwrite, splits)
+    task = run_task(spec, cfg, out, overwrite, splits)
     seed_everything(cfg.train.seed)
-    method = build_run(cfg, task, device, options)
+    method = build_method_for_run(cfg, task, device, options or ComputeOptions())
     stored = record(cfg, spec)
     check_run_folder(out, stored, overwrite)
     if dist.is_main():
@@ -165,20 +194,19 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
         note = shortfall_note(task)
         if note:
             print(f"metaprompt: note: {note}", file=sys.stderr)
-    start = time.perf_counter()
-    trained_steps, skipped, history = 0, 0, []
-    if method.trainable_parameters() and cfg.train.epochs > 0:
-        trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
-                          skip_bad_images=skip_bad_images,
-                          before_first_save=lambda: start_run_folder(out, stored, overwrite, task))
-        state = trainer.fit(resume=not overwrite)
-        trained_steps, skipped, history = state.step, trainer.skipped_images, state.history
-    else:
-        start_run_folder(out, stored, overwrite, task)
-    train_seconds = time.perf_counter() - start
-    if dist.is_main():
-        save_artifact(out / ARTIFACT_NAME, method)
-    result = evaluate_items(method, task.test, cfg, progress, skip_bad_images)
+    with run_folder(out, stored, overwrite, task):
+        start = time.perf_counter()
+        trained_steps, skipped, history = 0, 0, []
+        if method.trainable_parameters() and cfg.train.epochs > 0:
+            trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
+                              skip_bad_images=skip_bad_images)
+            state = trainer.fit(resume=not overwrite)
+            trained_steps, skipped, history = state.step, trainer.skipped_images, state.history
+        train_seconds = time.perf_counter() - start
+        if dist.is_main():
+            save_artifact(out / ARTIFACT_NAME, method)
+    result = evaluate_sharded(method, task.test, cfg.train.test_batch_size, cfg.train.num_workers, progress,
+                              skip_bad_images)
     metrics = {"accuracy": result.accuracy, "num_test": len(result.labels), "num_classes": method.num_classes,
                "num_train": len(task.train), "train_steps": trained_steps, "train_seconds": train_seconds,
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
@@ -188,18 +216,3 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     write_json(out / METRICS_NAME, metrics)
     dist.barrier()
     return TrainedRun(method, metrics, task)
-
-
-def evaluate_items(method: PromptMethod, items: list[Datum], cfg: RunConfig, progress: bool,
-                   skip_bad_images: bool, desc: str = "test") -> EvalResult:
-    """Evaluation over all ``items``; with several processes each evaluates its share (when every process
-    has one) and all receive the gathered logits."""
-    sharded = dist.world_size() > 1 and len(items) >= dist.world_size()
-    result = evaluate(method, dist.shard(items) if sharded else items, cfg.train.test_batch_size,
-                      cfg.train.num_workers, progress=progress and dist.is_main(), skip_bad_images=skip_bad_images,
-                      desc=desc)
-    if not sharded:
-        return result
-    logits, labels = dist.gather_rows(result.logits), dist.gather_rows(result.labels)
-    skipped = int(dist.global_sum(torch.tensor(result.skipped_images)).item())
-    return EvalResult(accuracy(logits, labels), logits, labels, skipped, result.seconds)

@@ -15,7 +15,6 @@ seed, dataset, method, versions, wall time), written last::
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -25,46 +24,17 @@ from typing import Callable
 
 from . import distributed as dist
 from .artifact import read_artifact
+from .benchmark import DG_DOMAINS, RESULT_NAME, harmonic_mean, read_result
 from .config import RunConfig
 from .data.base import DatasetSplits
-from .data.dg import DOMAINNET, OFFICE_HOME, PACS, VLCS, WORLD_DG
 from .data.fewshot import dg_source_test
 from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of
 from .errors import MetapromptError
-from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_run, environment, evaluate_items,
-                         is_finished, read_json, run_task, train_run, write_json)
+from .evaluation import evaluate_sharded
+from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment, is_finished,
+                         read_json, run_task, train_run, write_json)
 from .methods import ComputeOptions, PromptMethod
 from .tasks import TaskSpec, build_task
-from .templates import IMAGENET_FAMILY
-
-RESULT_NAME = "result.json"
-BASE_TO_NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                        "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-IMAGENET_VARIANTS = IMAGENET_FAMILY[1:]
-CROSS_DATASET_TARGETS = BASE_TO_NEW_DATASETS[1:] + IMAGENET_VARIANTS
-"""The targets of cross-dataset transfer from ImageNet: the other ten datasets, then the ImageNet variants."""
-DG_DOMAINS: dict[str, tuple[str, ...]] = {layout.name: layout.domains
-                                          for layout in (PACS, VLCS, OFFICE_HOME, DOMAINNET, WORLD_DG)}
-DG_PRESETS = {"metaprompt": "metaprompt_dg"}
-"""Methods with a domain-generalisation preset of their own; the others use their default preset."""
-XD_PRESETS = {"maple": "maple_xd"}
-"""Methods with a cross-dataset preset of their own (the released cross-dataset config); the others use their
-default preset."""
-
-
-def harmonic_mean(base: float, new: float) -> float:
-    """The base-to-new summary HM = 2BN / (B + N) (0 when both are 0)."""
-    return 2 * base * new / (base + new) if base + new else 0.0
-
-
-def dg_preset(method: str | None) -> str | None:
-    """The preset a domain-generalisation run of ``method`` starts from (None: the method's default)."""
-    return DG_PRESETS.get(method or "")
-
-
-def xd_preset(method: str | None) -> str | None:
-    """The preset a cross-dataset run of ``method`` starts from (None: the method's default)."""
-    return XD_PRESETS.get(method or "")
 
 
 @dataclass(frozen=True)
@@ -97,7 +67,7 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Run:
+class SweepRun:
     """One run of a sweep. ``execute`` computes its outcome; ``record`` goes into its result.json with it."""
 
     label: str
@@ -118,9 +88,9 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
     for dataset in datasets:
         for seed in seeds:
             seeded = with_seed(cfg.for_task(dataset), seed)
-            spec = TaskSpec(dataset, str(root), classes="base", shots=seeded.train.shots, seed=seed)
+            spec = TaskSpec(dataset, str(root), classes="base")
             folder = Path(out) / "base2new" / name / dataset / f"seed{seed}"
-            runs.append(Run(f"base2new {name} {dataset} seed {seed}", folder, dataset,
+            runs.append(SweepRun(f"base2new {name} {dataset} seed {seed}", folder, dataset,
                             _record("base2new", name, seeded, dataset),
                             lambda c=seeded, s=spec, f=folder: _base_to_new(c, s, f, read(s.dataset), runtime)))
     return sweep(runs, root, runtime)
@@ -145,9 +115,9 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     for target in targets:
         for seed in seeds:
             seeded = with_seed(cfg.for_task(dataset), seed)
-            spec = TaskSpec(dataset, str(root), shots=shots, seed=seed, target=target)
+            spec = TaskSpec(dataset, str(root), target=target)
             folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
-            runs.append(Run(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
+            runs.append(SweepRun(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
                             _record("dg", name, seeded, dataset, target=target),
                             lambda c=seeded, s=spec, f=folder: _leave_one_domain_out(
                                 c, s, f, read(s.dataset), runtime, source_accuracy)))
@@ -163,24 +133,23 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
     runs = []
     for seed in seeds:
         seeded = with_seed(cfg.for_task(source), seed)
-        spec = TaskSpec(source, str(root), classes="all", shots=seeded.train.shots, seed=seed)
+        spec = TaskSpec(source, str(root), classes="all")
         base = Path(out) / "xd" / name / source
         source_folder = base / source / f"seed{seed}"
         model = _SourceModel(seeded, source_folder, runtime)
-        runs.append(Run(f"xd {name} {source} (source) seed {seed}", source_folder, source,
+        runs.append(SweepRun(f"xd {name} {source} (source) seed {seed}", source_folder, source,
                         _record("xd", name, seeded, source, source=source),
-                        lambda s=spec, m=model: m.train(s, read(s.dataset))))
+                        lambda s=spec, m=model: m.train_source(s, read(s.dataset))))
         for target in targets:
             folder = base / target / f"seed{seed}"
             artifact = os.path.relpath(source_folder / ARTIFACT_NAME, folder)
-            runs.append(Run(f"xd {name} {source} -> {target} seed {seed}", folder, target,
+            runs.append(SweepRun(f"xd {name} {source} -> {target} seed {seed}", folder, target,
                             _record("xd", name, seeded, target, source=source, artifact=artifact),
-                            lambda t=target, m=model: m.test(build_task(TaskSpec(t, str(root), shots=0),
-                                                                       splits=read(t)))))
+                            lambda t=target, m=model: m.transfer(build_task(TaskSpec(t, str(root)), splits=read(t)))))
     return sweep(runs, root, runtime)
 
 
-def sweep(runs: list[Run], root: str | Path, runtime: Runtime) -> list[dict]:
+def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime) -> list[dict]:
     """Execute the unfinished runs in order, writing each one's result.json; skip the finished ones.
     Returns every run's result."""
     _check_data(root, {run.dataset for run in runs if not (run.folder / RESULT_NAME).is_file()})
@@ -204,16 +173,8 @@ def sweep(runs: list[Run], root: str | Path, runtime: Runtime) -> list[dict]:
     return results
 
 
-def read_result(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise MetapromptError(f"{path}: unreadable result ({err}); delete it to run that run again") from None
-
-
 def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
-    return replace(cfg, train=replace(cfg.train, seed=seed))
+    return cfg.with_values({"train.seed": seed})
 
 
 def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, **extra: str) -> dict:
@@ -253,7 +214,7 @@ def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits
     """The trained run: trained now (resuming any checkpoint), or, when an earlier invocation finished
     training but stopped before writing the result, loaded from its artifact and records."""
     if is_finished(folder):
-        task = run_task(spec, folder, overwrite=False, splits=splits)
+        task = run_task(spec, cfg, folder, overwrite=False, splits=splits)
         metrics = read_json(folder / METRICS_NAME)
         return TrainedRun(_load_trained(cfg, folder, task, runtime), metrics, task)
     return train_run(cfg, spec, folder, device=runtime.device, options=runtime.options, progress=runtime.progress,
@@ -262,7 +223,7 @@ def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits
 
 def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:
     """The run's method built for ``task``'s classes, with the prompts of the run's artifact."""
-    method = build_run(cfg, task, runtime.device, runtime.options)
+    method = build_method_for_run(cfg, task, runtime.device, runtime.options)
     artifact = folder / ARTIFACT_NAME
     method.load_trained_tensors(read_artifact(artifact).tensors, source=str(artifact))
     return method
@@ -272,13 +233,14 @@ def _accuracy_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runt
     """Accuracy of ``method`` on ``task``'s test images over ``task``'s classes, with its templates."""
     method.dataset = task.template
     method.set_classes(task.classnames)
-    return evaluate_items(method, task.test, cfg, runtime.progress, runtime.skip_bad_images, desc=task.name).accuracy
+    return evaluate_sharded(method, task.test, cfg.train.test_batch_size, cfg.train.num_workers, runtime.progress,
+                            runtime.skip_bad_images, desc=task.name).accuracy
 
 
 def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
     run = _trained(cfg, spec, folder, splits, runtime)
     base = run.metrics["accuracy"]
-    new = _accuracy_on(run.method, build_task(replace(spec, classes="new", shots=0), splits=splits), cfg, runtime)
+    new = _accuracy_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
     return Outcome({"base": base, "new": new, "hm": harmonic_mean(base, new)}, run.metrics.get("shortfall"))
 
 
@@ -299,12 +261,12 @@ class _SourceModel:
         self.cfg, self.folder, self.runtime = cfg, folder, runtime
         self.method: PromptMethod | None = None
 
-    def train(self, spec: TaskSpec, splits: DatasetSplits) -> Outcome:
+    def train_source(self, spec: TaskSpec, splits: DatasetSplits) -> Outcome:
         run = _trained(self.cfg, spec, self.folder, splits, self.runtime)
         self.method = run.method
         return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"))
 
-    def test(self, task: DatasetSplits) -> Outcome:
+    def transfer(self, task: DatasetSplits) -> Outcome:
         if self.method is None:
             if not is_finished(self.folder):
                 raise MetapromptError(f"{self.folder}: the source run has no artifact to transfer")

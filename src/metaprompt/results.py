@@ -20,14 +20,11 @@ from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Callable, Iterable
 
-from .config import DEFAULT_PRESETS
+from .benchmark import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, METHOD_ORDER,
+                        harmonic_mean)
 from .errors import MetapromptError
-from .protocols import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, RESULT_NAME,
-                        harmonic_mean, read_result)
 
 FORMATS = ("md", "csv", "latex")
-METHOD_ORDER = list(DEFAULT_PRESETS)
-"""Methods appear in the literature's order: zero-shot CLIP first, MetaPrompt last."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +60,6 @@ class Report:
     """What is printed."""
     panels: list[Table]
     """What is plotted: one bar chart per table, a bar group per column, a bar per row (method)."""
-
-
-def load_results(folder: str | Path) -> list[dict]:
-    """Every result under ``folder`` (searched recursively)."""
-    paths = sorted(Path(folder).rglob(RESULT_NAME))
-    if not paths:
-        raise MetapromptError(f"no {RESULT_NAME} under {folder} (expected the --out folder of `metaprompt run`)")
-    return [read_result(path) for path in paths]
 
 
 def over_seeds(values: list[float]) -> Stat:

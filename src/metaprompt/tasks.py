@@ -1,5 +1,9 @@
 """From a dataset on disk to the items one run trains and tests on: few-shot draw, base / new classes,
-leave-one-domain-out; or the draw a run recorded (its fewshot.json), to resume it on the same images."""
+leave-one-domain-out; or the draw a run recorded (its fewshot.json), to resume it on the same images.
+
+A :class:`TaskSpec` names the data (dataset, root, classes, target domain); the draw (shots, seed) is the
+run's training configuration's (``cfg.train.shots``, ``cfg.train.seed``), passed to :func:`build_task`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,27 +20,25 @@ class TaskSpec:
     root: str
     classes: str = "all"
     """``base``, ``new`` or ``all`` classes (base-to-new splits the sorted labels in halves)."""
-    shots: int = 16
-    """Training images per class (per class per source domain with a target domain); 0 = all."""
-    seed: int = 1
     target: str | None = None
     """Leave-one-domain-out target domain (domain generalisation)."""
 
 
-def build_task(spec: TaskSpec, splits: DatasetSplits | None = None, recorded: dict | None = None,
-               source: str | Path = "fewshot.json") -> DatasetSplits:
-    """The run's train / val / test items and class names: drawn from ``spec``'s seed, or (``recorded``, the
-    content of a run's fewshot.json, read from ``source``) the images a run recorded. The draw covers all
-    classes before base / new are taken, as CoOp's readers draw."""
+def build_task(spec: TaskSpec, shots: int = 0, seed: int = 1, splits: DatasetSplits | None = None,
+               recorded: dict | None = None, source: str | Path = "fewshot.json") -> DatasetSplits:
+    """The run's train / val / test items and class names: ``shots`` per class (per class per source domain
+    with a target domain; 0 = all) drawn from ``seed``, or (``recorded``, the content of a run's fewshot.json,
+    read from ``source``) the images a run recorded. The draw covers all classes before base / new are
+    taken, as CoOp's readers draw. ``splits`` is the dataset as read (read from ``spec`` when not given)."""
     splits = splits or build_dataset(spec.dataset, spec.root)
     if spec.target:
         if recorded:
             return recorded_items(recorded, source, splits, leave_one_domain_out(splits, spec.target))
-        return dg_task(splits, spec.target, spec.shots, spec.seed)
+        return dg_task(splits, spec.target, shots, seed)
     if recorded:
         drawn = recorded_items(recorded, source, splits, splits)
-    elif spec.shots:
-        drawn = fewshot_splits(splits, spec.shots, spec.seed)
+    elif shots:
+        drawn = fewshot_splits(splits, shots, seed)
     else:
         drawn = splits
     return subsample_classes(drawn, spec.classes)

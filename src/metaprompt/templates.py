@@ -3,15 +3,16 @@
 Two tables, because the field uses two: ``ZERO_SHOT`` holds CoOp's per-dataset templates (used by
 zero-shot CLIP, VPT's frozen text side and the CoOp family's baselines); ``METAPROMPT`` holds the
 templates of MetaPrompt's frozen text classifier ``w_txt0`` (method doc section 2), which differ in
-punctuation and for ImageNet use an ensemble of 8.
+punctuation and for ImageNet use an ensemble of 8. The ensembles come from open_clip's template lists,
+read when first asked for, so that the tables here import no torch.
 """
 from __future__ import annotations
 
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from functools import lru_cache
 
+from .benchmark import IMAGENET_FAMILY
 from .errors import MetapromptError
 
-IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 ZERO_SHOT: dict[str, str] = {
     "default": "a photo of a {}.",
@@ -35,13 +36,24 @@ METAPROMPT: dict[str, str] = {
     "ucf101": "a photo of a person doing {}",
 }
 
-METAPROMPT_IMAGENET_ENSEMBLE = tuple(t(c="{}").rstrip(".") for t in SIMPLE_IMAGENET_TEMPLATES) + ("a photo of a {}",)
+ENSEMBLE_NAMES = ("imagenet80", "imagenet_select", "metaprompt_imagenet")
+"""OpenAI's 80 ImageNet templates, its selection of 7, and MetaPrompt's ImageNet ensemble (the 7, without
+their full stops, and ``a photo of a {}``)."""
+TEMPLATE_STYLES = ("zero_shot", "metaprompt", *ENSEMBLE_NAMES)
 
-ENSEMBLES: dict[str, tuple[str, ...]] = {
-    "imagenet80": tuple(t(c="{}") for t in OPENAI_IMAGENET_TEMPLATES),
-    "imagenet_select": tuple(t(c="{}") for t in SIMPLE_IMAGENET_TEMPLATES),
-    "metaprompt_imagenet": METAPROMPT_IMAGENET_ENSEMBLE,
-}
+
+@lru_cache(maxsize=None)
+def ensemble(name: str) -> tuple[str, ...]:
+    """The templates of the ensemble ``name`` (one of ``ENSEMBLE_NAMES``)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    if name == "imagenet80":
+        return tuple(t(c="{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    if name == "imagenet_select":
+        return tuple(t(c="{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+    if name == "metaprompt_imagenet":
+        return tuple(t(c="{}").rstrip(".") for t in SIMPLE_IMAGENET_TEMPLATES) + ("a photo of a {}",)
+    raise MetapromptError(f"unknown template ensemble {name!r}; expected one of {', '.join(ENSEMBLE_NAMES)}")
 
 
 def prompt_classname(name: str) -> str:
@@ -57,14 +69,14 @@ def prompt_classnames(names: list[str]) -> list[str]:
 
 def templates_for(dataset: str, style: str = "zero_shot") -> tuple[str, ...]:
     """The templates for ``dataset`` in ``style``: ``zero_shot`` (CoOp's), ``metaprompt`` (the
-    method's w_txt0), or the name of an ensemble in ``ENSEMBLES``."""
-    if style in ENSEMBLES:
-        return ENSEMBLES[style]
+    method's w_txt0), or the name of an ensemble in ``ENSEMBLE_NAMES``."""
+    if style in ENSEMBLE_NAMES:
+        return ensemble(style)
     if style == "metaprompt":
         if dataset in IMAGENET_FAMILY:
-            return METAPROMPT_IMAGENET_ENSEMBLE
+            return ensemble("metaprompt_imagenet")
         return (METAPROMPT.get(dataset, METAPROMPT["default"]),)
     if style == "zero_shot":
         return (ZERO_SHOT.get(dataset, ZERO_SHOT["default"]),)
     raise MetapromptError(
-        f"unknown template style {style!r}; expected zero_shot, metaprompt or one of {', '.join(ENSEMBLES)}")
+        f"unknown template style {style!r}; expected zero_shot, metaprompt or one of {', '.join(ENSEMBLE_NAMES)}")

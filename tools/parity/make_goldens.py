@@ -153,10 +153,7 @@ def _with(cfg, variant):
     """``cfg`` with a variant's values and the file it follows."""
     import dataclasses
 
-    values = variant.values
-    train = dataclasses.replace(cfg.train, **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")})
-    method_config = {**cfg.method_config, **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("method.")}}
-    return dataclasses.replace(cfg, train=train, method_config=method_config, follows=variant.follows)
+    return dataclasses.replace(cfg.with_values(variant.values, user=False), follows=variant.follows)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Arguments and steps shared by several subcommands."""
+"""Arguments and steps shared by several subcommands. Nothing here imports torch: the commands import what
+they run inside their ``run`` functions, so that building the parser (``--help``, ``metaprompt report``)
+stays fast."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
-
-from .. import distributed as dist
 from ..config import DEFAULT_PRESETS, RunConfig, preset_names, resolve
-from ..methods import ComputeOptions
+from ..errors import MetapromptError
 from ..tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from ..methods import ComputeOptions
 
 CLASS_SUBSETS = ("base", "new", "all")
 
@@ -38,16 +41,27 @@ def add_config_args(p: argparse.ArgumentParser, preset_default: str = "the metho
                    help="open_clip pretrained tag (openai), a local checkpoint file, or none (default: the preset's)")
 
 
-def run_config(args: argparse.Namespace, sets: list[str], preset: str | None = None) -> RunConfig:
-    """The run's configuration: the preset (``preset`` when ``--preset`` is not given), then ``--set``,
-    then ``sets`` (the command's own options), then ``--workers``."""
-    sets = [*args.sets, *sets]
-    sets += [f"train.num_workers={args.workers}"] if args.workers is not None else []
-    return resolve(args.method, args.preset or preset, sets, args.model, args.pretrained)
+def run_config(args: argparse.Namespace, train: dict | None = None, preset: str | None = None) -> RunConfig:
+    """The run's configuration: the preset (``preset`` when ``--preset`` is not given), then ``--set``, then
+    the model flags, then ``train`` (the command's own options, by flag: ``{"shots": 5}``) and ``--workers``."""
+    cfg = resolve(args.method, args.preset or preset, args.sets, args.model, args.pretrained)
+    flags = {**(train or {}), "workers": getattr(args, "workers", None)}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        try:
+            cfg = cfg.with_values({f"train.{FLAG_OPTIONS.get(flag, flag)}": value})
+        except MetapromptError as err:
+            raise MetapromptError(f"--{flag} {value}: {err}") from None
+    return cfg
+
+
+FLAG_OPTIONS = {"workers": "num_workers"}
+"""Command-line flags whose training option has another name."""
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -61,21 +75,26 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
                    help="activation checkpointing in the text encoder (less memory)")
 
 
-def compute_options(args: argparse.Namespace) -> ComputeOptions:
-    off = args.reference_compute
-    return ComputeOptions(truncate_context=not off, cache_text_features=not off, reuse_frozen_features=not off,
-                          cache_image_features=not off, class_chunk=args.class_chunk,
-                          text_checkpointing=args.text_checkpointing)
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cuda when "
+                                                  "available, else cpu)")
+
+
+def compute_options(args: argparse.Namespace) -> "ComputeOptions":
+    from ..methods import ComputeOptions
+
+    if args.class_chunk < 0:
+        raise MetapromptError(f"--class-chunk must be 0 (all at once) or more, got {args.class_chunk}")
+    memory = {"class_chunk": args.class_chunk, "text_checkpointing": args.text_checkpointing}
+    return ComputeOptions.reference(**memory) if args.reference_compute else ComputeOptions(**memory)
 
 
 def device_of(args: argparse.Namespace) -> str:
-    if args.device:
-        return args.device
-    if torch.cuda.is_available():
-        return f"cuda:{dist.local_rank()}" if dist.is_distributed() else "cuda"
-    return "cpu"
+    """The device ``--device`` names (checked against this machine), or cuda when there is one, else cpu."""
+    from .. import distributed as dist
+
+    return dist.select_device(args.device)
 
 
-def task_spec(args: argparse.Namespace, shots: int, seed: int) -> TaskSpec:
-    return TaskSpec(dataset=args.dataset, root=args.root, classes=args.classes, shots=shots, seed=seed,
-                    target=args.target_domain)
+def task_spec(args: argparse.Namespace) -> TaskSpec:
+    return TaskSpec(dataset=args.dataset, root=args.root, classes=args.classes, target=args.target_domain)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..config import RunConfig, resolve
 from ..world.domains import DOMAINS
 from ..world.render import render_world
-from .common import device_of
+from .common import add_device_arg, device_of
 
 DEMO_METHODS = ("zeroshot", "coop", "ivlp", "metaprompt")
 FIRST_RESULTS = ("zeroshot", "coop")
@@ -53,12 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="metaprompt-demo", help="folder for the world, the runs and the figure")
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, help="methods to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds of each run")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_arg(p)
     p.add_argument("--processes", type=int, default=None,
                    help="runs side by side, in worker processes of one torch thread each (default: one per CPU "
                         f"core, at most {MAX_PROCESSES}, on a CPU; 1 on a GPU, which runs them in this process)")
     p.add_argument("--progress", action="store_true", help="progress bars inside each run (training epochs, evaluation) instead of one bar over the runs")
-    p.set_defaults(func=run)
+    p.set_defaults(func=command)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def default_processes(device: str, runs: int) -> int:
     return max(1, min(cores, MAX_PROCESSES, runs))
 
 
-def run(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     data, results = out / "data", out / "runs"
@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def first_results(results: Path, seconds: float) -> str:
-    from ..results import build_report, load_results, render
+    from ..benchmark import load_results
+    from ..results import build_report, render
 
     tables = [t for t in build_report(load_results(results)).tables if t.title.startswith("Base-to-new")]
     return (f"\nfirst results, after {seconds:.0f} s (the other runs go on; every table follows at the end):\n\n"
@@ -159,7 +160,8 @@ def first_results(results: Path, seconds: float) -> str:
 
 
 def print_report(results: Path, out: Path) -> None:
-    from ..results import build_report, load_results, render, save_figure
+    from ..benchmark import load_results
+    from ..results import build_report, render, save_figure
 
     report = build_report(load_results(results))
     print()

@@ -4,11 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from ..artifact import load_method
-from ..engine import evaluate
-from ..tasks import build_task
+from ..errors import MetapromptError
 from .common import add_data_args, add_runtime_args, compute_options, device_of, task_spec
 
 
@@ -27,16 +23,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="save logits [N, C], labels [N] and classnames to this .npz file")
     add_data_args(p)
     add_runtime_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=command)
 
 
-def run(args: argparse.Namespace) -> int:
-    task = build_task(task_spec(args, shots=0, seed=1))
+def command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..artifact import load_method
+    from ..evaluation import evaluate
+    from ..tasks import build_task
+
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+        if value is not None and value < low:
+            raise MetapromptError(f"{flag} must be {low} or more, got {value}")
+    options = compute_options(args)
+    task = build_task(task_spec(args))
     items = task.val if args.split == "val" else task.test
     method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)
-    opts = compute_options(args)
-    method.options = opts
-    method.clip.truncate_context = opts.truncate_context
+    method.set_options(options)
     method.set_classes(task.classnames)
     result = evaluate(method, items, args.batch_size, 2 if args.workers is None else args.workers,
                       progress=not args.no_progress, skip_bad_images=args.skip_bad_images, desc=args.split)

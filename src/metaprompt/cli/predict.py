@@ -3,13 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ..artifact import load_method
-from ..data.dataset import load_image
-from ..data.transforms import test_transform
 from ..errors import MetapromptError
-from .common import device_of
+from .common import add_device_arg, device_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, help="comma-separated class names (default: the artifact's)")
     p.add_argument("--top-k", type=int, default=5, help="how many classes to print per image")
     p.add_argument("--pretrained", default=None, help="load CLIP weights from here instead of the artifact's tag")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.set_defaults(func=run)
+    add_device_arg(p)
+    p.set_defaults(func=command)
 
 
-def run(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..artifact import load_method
+    from ..data.dataset import load_image
+    from ..data.transforms import test_transform
+
     if args.top_k < 1:
         raise MetapromptError(f"--top-k must be at least 1, got {args.top_k}")
     method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)

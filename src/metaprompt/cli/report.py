@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..results import FORMATS, build_report, load_results, render, save_figure
+from ..benchmark import load_results
+from ..results import FORMATS, build_report, render, save_figure
 
 FIGURE_NAME = "report.png"
 
@@ -26,10 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figure", default=None, metavar="FILE.png",
                    help=f"where to write the figure (default: DIR/{FIGURE_NAME})")
     p.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
-    p.set_defaults(func=run)
+    p.set_defaults(func=command)
 
 
-def run(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     report = build_report(load_results(args.dir))
     print(render(report.tables, args.format, std=not args.no_std), end="")
     figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from .. import distributed as dist
-from ..protocols import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, Runtime, dg_preset, run_base2new,
-                         run_dg, run_xd, xd_preset)
+from typing import TYPE_CHECKING
+
+from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
+from ..config import protocol_preset
 from .common import add_config_args, add_runtime_args, compute_options, device_of, run_config
+
+if TYPE_CHECKING:
+    from ..protocols import Runtime
 
 LAYOUT = {
     "base2new": "OUT/base2new/NAME/DATASET/seedK/",
@@ -74,29 +78,39 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     return p
 
 
-def runtime_of(args: argparse.Namespace) -> Runtime:
+def runtime_of(args: argparse.Namespace) -> "Runtime":
+    """Where and how the runs execute (joining torchrun's process group first, when launched by it)."""
+    from .. import distributed as dist
+    from ..protocols import Runtime
+
+    dist.init_from_environment()
     return Runtime(device=device_of(args), options=compute_options(args), progress=not args.no_progress,
                    skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None)
 
 
 def run_base2new_command(args: argparse.Namespace) -> int:
-    dist.init_from_environment()
+    from ..protocols import run_base2new
+
+    runtime = runtime_of(args)
     datasets = list(BASE_TO_NEW_DATASETS) if args.datasets == ["all"] else args.datasets
-    run_base2new(run_config(args, []), datasets, args.seeds, args.root, args.out, runtime_of(args), args.name)
+    run_base2new(run_config(args), datasets, args.seeds, args.root, args.out, runtime, args.name)
     return 0
 
 
 def run_dg_command(args: argparse.Namespace) -> int:
-    dist.init_from_environment()
-    cfg = run_config(args, [f"train.shots={args.shots}"], preset=dg_preset(args.method))
-    run_dg(cfg, args.dataset, args.seeds, args.root, args.out, runtime_of(args), args.name, args.targets,
-           args.source_accuracy)
+    from ..protocols import run_dg
+
+    runtime = runtime_of(args)
+    cfg = run_config(args, {"shots": args.shots}, preset=protocol_preset("dg", args.method))
+    run_dg(cfg, args.dataset, args.seeds, args.root, args.out, runtime, args.name, args.targets, args.source_accuracy)
     return 0
 
 
 def run_xd_command(args: argparse.Namespace) -> int:
-    dist.init_from_environment()
+    from ..protocols import run_xd
+
+    runtime = runtime_of(args)
     targets = [t for t in CROSS_DATASET_TARGETS if t != args.source] if args.targets == ["all"] else args.targets
-    run_xd(run_config(args, [], preset=xd_preset(args.method)), args.source, targets, args.seeds, args.root, args.out,
-           runtime_of(args), args.name)
+    run_xd(run_config(args, preset=protocol_preset("xd", args.method)), args.source, targets, args.seeds, args.root,
+           args.out, runtime, args.name)
     return 0

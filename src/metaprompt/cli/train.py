@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import distributed as dist
-from ..experiment import train_run
-from .common import (add_config_args, add_data_args, add_runtime_args, compute_options, device_of, run_config,
-                     task_spec)
+from .common import add_config_args, add_data_args, add_runtime_args, compute_options, device_of, run_config, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,16 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     add_data_args(p)
     add_runtime_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=command)
 
 
-def run(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
+    from .. import distributed as dist
+    from ..experiment import train_run
+
     dist.init_from_environment()
-    sets = [f"train.shots={args.shots}"] if args.shots is not None else []
-    sets += [f"train.seed={args.seed}"] if args.seed is not None else []
-    cfg = run_config(args, sets).for_task(args.dataset)
-    spec = task_spec(args, cfg.train.shots, cfg.train.seed)
-    metrics = train_run(cfg, spec, args.out, device=device_of(args), options=compute_options(args),
+    cfg = run_config(args, {"shots": args.shots, "seed": args.seed}).for_task(args.dataset)
+    metrics = train_run(cfg, task_spec(args), args.out, device=device_of(args), options=compute_options(args),
                         progress=not args.no_progress, overwrite=args.overwrite,
                         skip_bad_images=args.skip_bad_images).metrics
     if dist.is_main():

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..world.pretraining import DEFAULT_STEPS, pretrain
-from ..world.render import render_world
+from ..world.recipe import DEFAULT_STEPS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from ..world.render import render_world
+
     out = render_world(args.out, seed=args.seed, train_per_class=args.train_per_class,
                        test_per_class=args.test_per_class, val_per_class=args.val_per_class,
                        processes=args.processes)
@@ -58,6 +59,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from ..world.pretraining import pretrain
+
     out = pretrain(args.out, seed=args.seed, steps=args.steps)
     print(f"world CLIP written to {out}")
     return 0

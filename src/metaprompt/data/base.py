@@ -1,7 +1,17 @@
 """The items every dataset reader returns: labelled image paths grouped into splits."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+
+from ..templates import METAPROMPT, ZERO_SHOT
+
+DEFAULT_TEMPLATE = "default"
+
+
+def template_key(name: str) -> str:
+    """The dataset's key in :mod:`metaprompt.templates`, or ``default`` when it has no template of its own."""
+    return name if name in ZERO_SHOT or name in METAPROMPT else DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,15 @@ class DatasetSplits:
     the reference keeps whole."""
     fewshot: FewShot | None = None
     """Set on a task whose train / val were drawn (or taken from a recorded draw)."""
+
+    @classmethod
+    def from_splits(cls, name: str, classnames: list[str], splits: Mapping[str, list[Datum]],
+                    **extra) -> "DatasetSplits":
+        """A dataset as a reader returns it: its train / val / test lists from ``splits`` (a missing one is
+        empty), its template key that of its name unless ``extra`` gives one."""
+        extra.setdefault("template", template_key(name))
+        return cls(name=name, classnames=list(classnames), train=splits.get("train", []),
+                   val=splits.get("val", []), test=splits.get("test", []), **extra)
 
     @property
     def num_classes(self) -> int:

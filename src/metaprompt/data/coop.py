@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
 from .layout import (SPLITS, classnames_of, dataset_folder, existing_image, malformed, numbered_lines, require_dir,
-                     require_file, require_items, template_key)
+                     require_file, require_items)
 from .registry import register
 
 JSON_FORMAT = '{"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}'
@@ -28,6 +28,8 @@ class CoopJsonLayout:
     folder: str
     image_dir: str
     split_file: str
+    preparable: bool = True
+    """``metaprompt data prepare`` can make its split file with CoOp's recipe (see :mod:`metaprompt.data.prepare`)."""
 
     def describe(self) -> str:
         images = f"{self.image_dir}/ and " if self.image_dir else ""
@@ -43,8 +45,8 @@ COOP_JSON_LAYOUTS = (
     CoopJsonLayout("sun397", "sun397", "SUN397", "split_zhou_SUN397.json"),
     CoopJsonLayout("dtd", "dtd", "images", "split_zhou_DescribableTextures.json"),
     CoopJsonLayout("eurosat", "eurosat", "2750", "split_zhou_EuroSAT.json"),
-    CoopJsonLayout("ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json"),
-    CoopJsonLayout("world", "world", "", "split_zhou_World.json"),
+    CoopJsonLayout("ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", preparable=False),
+    CoopJsonLayout("world", "world", "", "split_zhou_World.json", preparable=False),
 )
 LAYOUT_BY_NAME = {layout.name: layout for layout in COOP_JSON_LAYOUTS}
 
@@ -59,16 +61,13 @@ def read_coop_json(root: str | Path, layout: CoopJsonLayout) -> DatasetSplits:
     splits = {key: require_items(_json_items(entries[key], key, image_dir, split_path), split_path, repr(key))
               for key in SPLITS}
     classnames = classnames_of((d for key in SPLITS for d in splits[key]), split_path)
-    return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
-                         test=splits["test"], template=template_key(layout.name))
+    return DatasetSplits.from_splits(layout.name, classnames, splits)
 
 
 def _split_file_source(layout: CoopJsonLayout) -> str:
     """Where a missing split file comes from."""
-    from .prepare import PREPARABLE  # prepare reads these layouts: imported when needed
-
     text = "linked from CoOp's DATASETS.md"
-    if layout.name in PREPARABLE:
+    if layout.preparable:
         text += f"; or `metaprompt data prepare {layout.name} --root <data root>` makes one with CoOp's recipe"
     return text
 
@@ -121,8 +120,7 @@ def read_fgvc_aircraft(root: str | Path) -> DatasetSplits:
     for key in SPLITS:
         list_file = folder / FGVC_LIST.format(key)
         splits[key] = require_items(_fgvc_items(list_file, image_dir, label_of), list_file, key)
-    return DatasetSplits(name="fgvc_aircraft", classnames=classnames, train=splits["train"], val=splits["val"],
-                         test=splits["test"], template=template_key("fgvc_aircraft"))
+    return DatasetSplits.from_splits("fgvc_aircraft", classnames, splits)
 
 
 def _fgvc_items(list_file: Path, image_dir: Path, label_of: dict[str, int]) -> list[Datum]:

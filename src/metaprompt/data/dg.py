@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from ..benchmark import DG_DOMAINS
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
 from .layout import (AS_LISTED, SPLITS, classnames_of, dataset_folder, existing_image, image_files, numbered_lines,
-                     path_and_label, require_items, subfolders, template_key)
+                     path_and_label, require_items, subfolders)
 from .registry import register
 
 
@@ -45,18 +46,17 @@ class ListFileLayout:
 
 
 PACS = ListFileLayout(
-    name="pacs", folders=("pacs",), domains=("art_painting", "cartoon", "photo", "sketch"),
+    name="pacs", folders=("pacs",), domains=DG_DOMAINS["pacs"],
     list_files={"train": "{}_train_kfold.txt", "val": "{}_crossval_kfold.txt", "test": "{}_test_kfold.txt"},
     image_dir="images", first_label=1,
     skip=frozenset({"sketch/dog/n02103406_4068-1.png"}),  # an unreadable file listed in the official splits
 )
 DOMAINNET = ListFileLayout(
-    name="domainnet", folders=("domainnet",),
-    domains=("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
+    name="domainnet", folders=("domainnet",), domains=DG_DOMAINS["domainnet"],
     list_files={"train": "{}_train.txt", "test": "{}_test.txt"}, list_dirs=("splits", ""),
 )
 WORLD_DG = ListFileLayout(
-    name="world_dg", folders=("world",), domains=("photo", "cartoon", "sketch", "painting"),
+    name="world_dg", folders=("world",), domains=DG_DOMAINS["world_dg"],
     list_files={"train": "{}_train.txt", "test": "{}_test.txt"},
 )
 
@@ -74,8 +74,7 @@ def read_list_file_dg(root: str | Path, layout: ListFileLayout) -> DatasetSplits
             item for domain in layout.domains
             for item in _list_items(list_dir / pattern.format(domain), image_dir, domain, split, layout)]
     classnames = classnames_of((d for split in SPLITS for d in splits[split]), list_dir)
-    return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
-                         test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+    return DatasetSplits.from_splits(layout.name, classnames, splits, domains=list(layout.domains))
 
 
 def _list_dir(folder: Path, layout: ListFileLayout) -> Path:
@@ -119,12 +118,12 @@ class FolderLayout:
 
 
 VLCS = FolderLayout(
-    name="vlcs", folders=("VLCS", "vlcs"), domains=("caltech", "labelme", "pascal", "sun"),
+    name="vlcs", folders=("VLCS", "vlcs"), domains=DG_DOMAINS["vlcs"],
     split_dirs={"train": ("train",), "val": ("crossval",), "test": ("test",)},
     classnames=("bird", "car", "chair", "dog", "person"),  # the released reader's names for folders 0..4
 )
 OFFICE_HOME = FolderLayout(
-    name="office_home", folders=("office_home_dg", "office_home"), domains=("art", "clipart", "product", "real_world"),
+    name="office_home", folders=("office_home_dg", "office_home"), domains=DG_DOMAINS["office_home"],
     split_dirs={"train": ("train",), "val": ("val",), "test": ("train", "val")},  # no test split: test is all
 )
 
@@ -138,8 +137,7 @@ def read_folder_dg(root: str | Path, layout: FolderLayout) -> DatasetSplits:
     classnames = _folder_classnames(folder, class_folders, layout)
     splits = {split: require_items(_folder_items(domain_dirs, dirs, class_folders, classnames), folder, split)
               for split, dirs in layout.split_dirs.items()}
-    return DatasetSplits(name=layout.name, classnames=classnames, train=splits["train"], val=splits["val"],
-                         test=splits["test"], domains=list(layout.domains), template=template_key(layout.name))
+    return DatasetSplits.from_splits(layout.name, classnames, splits, domains=list(layout.domains))
 
 
 def _folder_classnames(folder: Path, class_folders: list[str], layout: FolderLayout) -> list[str]:

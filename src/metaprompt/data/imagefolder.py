@@ -6,8 +6,10 @@ from pathlib import Path
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
 from .layout import IMAGE_SUFFIXES, SPLITS, absolute, image_files, subfolders
+from .registry import register
 
 
+@register("imagefolder")
 def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSplits:
     """Read ``root/<split>/<class>/`` folders. Class names are the folder names (prompts spell ``_`` as a space);
     labels follow the sorted folder names of the train split (or of the first split present)."""
@@ -31,6 +33,4 @@ def read_image_folder(root: str | Path, name: str = "imagefolder") -> DatasetSpl
             splits[split] += [Datum(str(absolute(p)), label, classnames[label]) for p in image_files(cdir)]
     if not splits["train"] and not splits["test"]:
         raise MetapromptError(f"{root}: no images found under {', '.join(present)} (expected {', '.join(IMAGE_SUFFIXES)} files)")
-    if not splits["val"]:
-        splits["val"] = []
-    return DatasetSplits(name=name, classnames=classnames, train=splits["train"], val=splits["val"], test=splits["test"])
+    return DatasetSplits.from_splits(name, classnames, splits, template="default")

@@ -81,12 +81,12 @@ def read_imagenet(root: str | Path) -> DatasetSplits:
                 f"{split_dir}: no folder for {len(absent)} of the {len(wnids)} classes in {classnames_file} "
                 f"(e.g. {absent[0]}/)")
         splits[split] = _wnid_items(split_dir, wnids, classnames, split_dir)
-    return DatasetSplits(name="imagenet", classnames=[classnames[w] for w in wnids], train=splits["train"],
-                         val=splits["val"], test=splits["val"], template="imagenet", draw_val=False)
+    return DatasetSplits.from_splits("imagenet", [classnames[w] for w in wnids], {**splits, "test": splits["val"]},
+                                     template="imagenet", draw_val=False)
 
 
 def _test_only(name: str, classnames: list[str], test: list[Datum]) -> DatasetSplits:
-    return DatasetSplits(name=name, classnames=classnames, train=[], val=[], test=test, template=name)
+    return DatasetSplits.from_splits(name, classnames, {"test": test}, template=name)
 
 
 @register("imagenetv2", "imagenetv2")

@@ -11,21 +11,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import MetapromptError
-from ..templates import METAPROMPT, ZERO_SHOT
 from .base import Datum
 
-DEFAULT_TEMPLATE = "default"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 BY_NAME, AS_LISTED = "name", "listed"
 """Orders of a folder's images: sorted by name, or as the file system lists them (``os.listdir``, which is
 also ``glob``'s order). The reference readers draw few-shot sets from the listed order for ImageNet, VLCS and
 OfficeHome, so the same seed picks the same images on the same disk."""
-
-
-def template_key(name: str) -> str:
-    """The dataset's key in :mod:`metaprompt.templates`, or ``default`` when it has no template of its own."""
-    return name if name in ZERO_SHOT or name in METAPROMPT else DEFAULT_TEMPLATE
 
 
 def absolute(path: str | Path) -> Path:

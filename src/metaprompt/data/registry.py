@@ -2,7 +2,10 @@
 
 A reader takes the data root (the folder that holds one folder per dataset, CoOp's ``$DATA``) and
 returns :class:`DatasetSplits`. A path to a plain image folder (``<dir>/<split>/<class>/``) is accepted
-as a dataset too, read by :func:`read_image_folder`.
+as a dataset too, read by :func:`metaprompt.data.imagefolder.read_image_folder`.
+
+The reader modules register themselves with :func:`register` when they are imported, which the package's
+``__init__`` does: importing any part of :mod:`metaprompt.data` fills the registry.
 """
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from typing import Callable
 
 from ..errors import MetapromptError
 from .base import DatasetSplits
-from .imagefolder import read_image_folder
 
 Reader = Callable[[Path], DatasetSplits]
 DATASETS: dict[str, Reader] = {}
@@ -47,11 +49,6 @@ def known_datasets() -> list[str]:
     return list(DATASET_FOLDERS)
 
 
-@register("imagefolder")
-def _imagefolder(root: Path) -> DatasetSplits:
-    return read_image_folder(root)
-
-
 def build_dataset(name: str, root: str | Path) -> DatasetSplits:
     """Read dataset ``name`` under ``root``. ``imagefolder`` reads ``root`` itself as a plain image folder."""
     root = Path(root)
@@ -61,6 +58,3 @@ def build_dataset(name: str, root: str | Path) -> DatasetSplits:
         raise MetapromptError(f"unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root)
 
-
-# The reader modules register themselves on import; they import ``register`` from here, defined above.
-from . import imagenet, coop, dg  # noqa: E402,F401,I001

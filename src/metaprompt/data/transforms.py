@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
-TRAIN_CROP_SCALE_MIN = 0.08
-"""The smallest crop of the random resized crop, as a fraction of the image area (the field's 0.08)."""
-
-
-def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...],
-                    crop_scale_min: float = TRAIN_CROP_SCALE_MIN) -> T.Compose:
+def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...], crop_scale_min: float) -> T.Compose:
+    """``crop_scale_min``: the smallest crop, as a fraction of the image area (``TrainConfig.crop_scale_min``,
+    the field's 0.08)."""
     return T.Compose([
         T.RandomResizedCrop(size, scale=(crop_scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),

@@ -16,6 +16,7 @@ from torch import nn
 from ..clip import PromptCLIP
 from ..distributed import global_sum, sum_gradients, world_size
 from ..errors import MetapromptError
+from ..templates import prompt_classnames
 
 
 @dataclass
@@ -75,7 +76,7 @@ class PromptMethod(nn.Module):
         self.cfg = cfg
         self.clip = clip
         self.dataset = dataset
-        self.options = options or ComputeOptions()
+        self.set_options(options or ComputeOptions())
         self._cached_text: torch.Tensor | None = None
         self.classnames = list(classnames)
         self.build()
@@ -107,6 +108,12 @@ class PromptMethod(nn.Module):
         """Restore what :meth:`random_state` returned."""
 
     # ------------------------------------------------------------ shared behaviour
+    def set_options(self, options: ComputeOptions) -> None:
+        """Use ``options``: the method's shortcuts, and the text encoder's (context truncation, checkpointing)."""
+        self.options = options
+        self.clip.truncate_context = options.truncate_context
+        self.clip.text_checkpointing = options.text_checkpointing
+
     def set_classes(self, classnames: list[str]) -> None:
         if not classnames:
             raise MetapromptError("the class list is empty")
@@ -212,6 +219,20 @@ class PromptMethod(nn.Module):
         (grad,) = torch.autograd.grad(loss, tensor)
         sum_gradients([grad])
         return grad
+
+
+class HandCraftedText(PromptMethod):
+    """A method whose class text features are a frozen classifier of hand-written prompts (zero-shot CLIP,
+    VPT): the class names, with underscores as spaces, in :meth:`templates`, averaged over them."""
+
+    def templates(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def on_classes_changed(self) -> None:
+        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames), self.templates())
+
+    def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier if classes is None else self.classifier[classes]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..prompts import ClassPrompts, context_from_text, coop_n_ctx, random_prompts
+from ..validation import at_least, validate
 from .base import PromptMethod
 
 
@@ -20,6 +21,9 @@ class CoCoOpConfig:
     """Initialise the context from these words' embeddings ('' = random)."""
     image_chunk: int = 8
     """Images whose class prompts go through the text encoder together (memory vs. speed)."""
+
+    def __post_init__(self) -> None:
+        validate(self, {"n_ctx": at_least(1), "image_chunk": at_least(1)}, scope="method.")
 
 
 class CoCoOp(PromptMethod):

@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from ..errors import MetapromptError
-from ..prompts import ClassPrompts, context_from_text, coop_n_ctx, random_prompts
+from ..prompts import CLASS_TOKEN_POSITIONS, ClassPrompts, context_from_text, coop_n_ctx, random_prompts
+from ..validation import at_least, one_of, validate
 from .base import PromptMethod
 
 
@@ -20,6 +22,13 @@ class CoOpConfig:
     class_token_position: str = "end"
     """Where the class name goes: ``end``, ``middle`` or ``front``."""
 
+    def __post_init__(self) -> None:
+        validate(self, {"n_ctx": at_least(1), "class_token_position": one_of(CLASS_TOKEN_POSITIONS)}, scope="method.")
+        if self.class_specific and self.ctx_init:
+            raise MetapromptError("class_specific contexts start from random vectors: CoOp's released code ignores "
+                                  "class_specific when ctx_init is set (one generic context); set ctx_init '' "
+                                  "(--set ctx_init=) for class-specific contexts")
+
 
 class CoOp(PromptMethod):
     name = "coop"
@@ -33,10 +42,6 @@ class CoOp(PromptMethod):
     def build(self) -> None:
         self.clip.require_text_prompts(self.name)
         cfg = self.cfg
-        if cfg.class_specific and cfg.ctx_init:
-            raise MetapromptError("class_specific contexts start from random vectors: CoOp's released code ignores "
-                                  "class_specific when ctx_init is set (one generic context); set ctx_init '' "
-                                  "(--set ctx_init=) for class-specific contexts")
         shape = (self.num_classes, self.n_ctx) if cfg.class_specific else (1, self.n_ctx)
         ctx = random_prompts(*shape, self.clip.d_text)
         if cfg.ctx_init:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..prompts import ClassPrompts, deep_ctx_init, deep_prompts
+from ..validation import at_least, validate
 from .base import PromptMethod
 
 
@@ -22,6 +23,10 @@ class IVLPConfig:
     ctx_init: str = "a photo of a"
     """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
     when n_ctx > 4, as released)."""
+
+    def __post_init__(self) -> None:
+        validate(self, {name: at_least(1) for name in ("n_ctx", "n_vis", "text_depth", "vision_depth")},
+                 scope="method.")
 
 
 class IVLP(PromptMethod):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..prompts import deep_prompts
+from ..validation import at_least, validate
 from .ivlp import IVLP
 
 
@@ -21,6 +22,9 @@ class MaPLeConfig:
     ctx_init: str = "a photo of a"
     """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
     when n_ctx > 4, as released)."""
+
+    def __post_init__(self) -> None:
+        validate(self, {"n_ctx": at_least(1), "depth": at_least(1)}, scope="method.")
 
 
 class MaPLe(IVLP):

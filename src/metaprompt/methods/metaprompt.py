@@ -7,7 +7,8 @@ Logits (method doc section 2)::
     logits_t = s * f_img0 @ w_txt.T      # frozen image vs prompted text
     logits   = (logits_i + logits_t) / 2
 
-The domain-split update lives in :mod:`metaprompt.episodic`.
+The domain-split update's steps are in :mod:`metaprompt.methods.domain_split`; this module builds its
+episodes' losses from the method's logits.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import episodic
 from ..distributed import world_size
-from ..errors import MetapromptError
-from ..templates import prompt_classnames, templates_for
+from ..templates import TEMPLATE_STYLES, prompt_classnames, templates_for
+from ..validation import at_least, one_of, validate
+from . import domain_split
 from .base import Batch, accuracy
+from .domain_split import Episode, MetaRule
 from .ivlp import IVLP, IVLPConfig
 
 COMPAT_MODES = ("clean", "released")
@@ -57,19 +59,19 @@ class MetaPromptConfig(IVLPConfig):
     templates: str = "metaprompt"
     """Templates of the frozen classifier w_txt0 (see metaprompt.templates)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate(self, {"meta_split": one_of(META_SPLITS), "n_class_splits": at_least(2), "meta_step": at_least(0),
+                        "compat": one_of(COMPAT_MODES), "templates": one_of(TEMPLATE_STYLES)}, scope="method.")
+
 
 class MetaPrompt(IVLP):
     name = "metaprompt"
     config_class = MetaPromptConfig
 
     def build(self) -> None:
-        cfg = self.cfg
-        if cfg.compat not in COMPAT_MODES:
-            raise MetapromptError(f"compat={cfg.compat!r}; expected one of {', '.join(COMPAT_MODES)}")
-        if cfg.meta_split not in META_SPLITS:
-            raise MetapromptError(f"meta_split={cfg.meta_split!r}; expected one of {', '.join(META_SPLITS)}")
         super().build()
-        self.zero_grad_to_none = cfg.compat == "clean"
+        self.zero_grad_to_none = self.cfg.compat == "clean"
         self.reset_random_state(DEFAULT_SEED)
 
     # ------------------------------------------------------------------ randomness
@@ -128,10 +130,55 @@ class MetaPrompt(IVLP):
 
     def meta_update(self, batch: Batch, frozen: torch.Tensor, optimizer: torch.optim.Optimizer,
                     lr: float) -> list[torch.Tensor]:
-        """(b): the domain-split update at ``lr``; returns each episode's meta-test gradient."""
+        """(b): the domain-split update at ``lr``: of the text prompts over class groups (cross-class), or of
+        the visual prompts over source domains (cross-domain); returns each episode's meta-test gradient."""
         if self.cfg.meta_split == "class":
-            return episodic.cross_class_update(self, batch, frozen, optimizer, lr)
-        return episodic.cross_domain_update(self, batch, optimizer, lr)
+            prompts, episodes = self.text_prompts, self.class_episodes(batch, frozen)
+        else:
+            prompts, episodes = self.visual_prompts, self.domain_episodes(batch)
+        rule = MetaRule(self.cfg.meta_step, released_restore=self.cfg.compat == "released",
+                        zero_grad_to_none=self.zero_grad_to_none)
+        return domain_split.meta_step(prompts, episodes, optimizer, lr, rule, self.step, self.gradient)
+
+    def class_groups(self) -> list[torch.Tensor]:
+        """The next cross-class split of the training classes (drawn from the split generator)."""
+        return domain_split.class_groups(self.num_classes, self.cfg.n_class_splits, self.split_random)
+
+    def class_episodes(self, batch: Batch, frozen: torch.Tensor) -> list[Episode]:
+        """Cross-class episodes: CE of logits_t (only the prompted text is needed) over each side's classes."""
+        groups = [g.to(batch.labels.device) for g in self.class_groups()]
+        sides = domain_split.class_episodes(batch.labels, groups)
+        return [Episode(self.class_loss(batch, frozen, train_rows, train_classes),
+                        self.class_loss(batch, frozen, test_rows, test_classes))
+                for train_rows, train_classes, test_rows, test_classes in sides]
+
+    def domain_episodes(self, batch: Batch) -> list[Episode]:
+        """Cross-domain episodes: CE of logits_i (only the prompted image is needed) over all classes."""
+        pairs = domain_split.domain_episodes(batch.domains, released=self.cfg.compat == "released")
+        return [Episode(self.domain_loss(batch, train_rows), self.domain_loss(batch, test_rows))
+                for test_rows, train_rows in pairs]
+
+    def class_loss(self, batch: Batch, frozen: torch.Tensor, rows: torch.Tensor, classes: torch.Tensor):
+        """CE of logits_t on the rows' images over ``classes`` (relabelled), computed when called."""
+        def loss() -> torch.Tensor:
+            if self.options.reuse_frozen_features:
+                logits = self.text_logits(frozen[rows], classes)
+            else:
+                logits = self.reference_pass(batch.images)[1][rows][:, classes]
+            return self.cross_entropy(logits, domain_split.relabel(batch.labels[rows], classes, self.num_classes))
+        return loss
+
+    def domain_loss(self, batch: Batch, rows: torch.Tensor):
+        """CE of logits_i on the rows' images over all classes, computed when called."""
+        def loss() -> torch.Tensor:
+            if not rows.any():  # none of this process's images: a zero share that stays on the prompts' graph
+                logits = (self.visual_prompts * 0).sum() + batch.images.new_zeros(0, self.num_classes)
+            elif self.options.reuse_frozen_features:
+                logits = self.image_logits(batch.images[rows])
+            else:
+                logits = self.reference_pass(batch.images)[0][rows]
+            return self.cross_entropy(logits, batch.labels[rows])
+        return loss
 
     def reference_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The released code's pass (shortcuts off): frozen image, prompted image and prompted text over

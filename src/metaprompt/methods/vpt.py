@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ..prompts import deep_prompts
-from ..templates import prompt_classnames
-from .base import PromptMethod
+from ..validation import Rule, at_least, validate
+from .base import HandCraftedText
 
 
 @dataclass
@@ -19,8 +19,13 @@ class VPTConfig:
     template: str = "a photo of a {}."
     """The frozen text prompt."""
 
+    def __post_init__(self) -> None:
+        validate(self, {"n_vis": at_least(1), "depth": at_least(1),
+                        "template": Rule(lambda t: t.count("{}") == 1, "a text with one {} for the class name")},
+                 scope="method.")
 
-class VPT(PromptMethod):
+
+class VPT(HandCraftedText):
     name = "vpt"
     config_class = VPTConfig
 
@@ -29,11 +34,8 @@ class VPT(PromptMethod):
         v = self.clip.model.visual.transformer
         self.visual_prompts = deep_prompts(self.clip, self.cfg.depth, self.cfg.n_vis, self.clip.d_vis, len(v.resblocks))
 
-    def on_classes_changed(self) -> None:
-        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames), (self.cfg.template,))
-
-    def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier if classes is None else self.classifier[classes]
+    def templates(self) -> tuple[str, ...]:
+        return (self.cfg.template,)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.clip.image_features(images, self.visual_prompts)

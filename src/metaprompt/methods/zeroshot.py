@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..errors import MetapromptError
-from ..templates import prompt_classnames, templates_for
-from .base import Batch, PromptMethod
+from ..templates import TEMPLATE_STYLES, templates_for
+from ..validation import one_of, validate
+from .base import Batch, HandCraftedText
 
 
 @dataclass
@@ -16,18 +15,17 @@ class ZeroShotConfig:
     """``zero_shot`` (the dataset's CoOp template), ``metaprompt``, ``imagenet80`` (CLIP's 80 ImageNet
     templates) or ``imagenet_select`` (the 7 selected ones)."""
 
+    def __post_init__(self) -> None:
+        validate(self, {"templates": one_of(TEMPLATE_STYLES)}, scope="method.")
 
-class ZeroShotCLIP(PromptMethod):
+
+class ZeroShotCLIP(HandCraftedText):
     name = "zeroshot"
     config_class = ZeroShotConfig
     frozen_image_encoder = True
 
-    def on_classes_changed(self) -> None:
-        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames),
-                                                         templates_for(self.dataset, self.cfg.templates))
-
-    def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier if classes is None else self.classifier[classes]
+    def templates(self) -> tuple[str, ...]:
+        return templates_for(self.dataset, self.cfg.templates)
 
     def forward_backward(self, batch: Batch, optimizer) -> dict[str, float]:
         raise MetapromptError("zero-shot CLIP has nothing to train")

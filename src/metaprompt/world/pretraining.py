@@ -22,16 +22,10 @@ from tqdm import tqdm
 from .captions import CaptionStyle, caption, caption_vocabulary
 from .domains import DOMAINS
 from .model import build_model, model_config, save_world_clip
+from .recipe import BATCH_SIZE, DEFAULT_STEPS, LEARNING_RATE, MAX_SHIFT, POOL_PER_CLASS, WARMUP_STEPS, WEIGHT_DECAY
 from .render import CLASS_FOLDERS, IMAGE_SIZE, colour_and_shape, image_rng, render_image
 from .tokenizer import WorldTokenizer
 
-DEFAULT_STEPS = 3000
-BATCH_SIZE = 60
-LEARNING_RATE = 5e-4
-WEIGHT_DECAY = 0.1
-WARMUP_STEPS = 100
-POOL_PER_CLASS = 60
-MAX_SHIFT = 3
 NUM_CLASSES = len(CLASS_FOLDERS)
 
 
