@@ -113,3 +113,41 @@ def test_dumped_logits_match_an_independent_computation(folder, tmp_path, model)
         expected = (m.logit_scale.exp() * img @ text.t()).numpy()
     assert np.allclose(data["logits"], expected, atol=1e-4)
     assert data["labels"].tolist() == [CLASSES.index(p.parent.name) for p in paths]
+
+
+def test_predict_prints_the_probabilities_eval_computes(folder, tmp_path, model, capsys):
+    """`metaprompt predict` on the new classes' test images gives, per image, the softmax of the logits that
+    `metaprompt eval --dump-logits` wrote for it, classes ranked."""
+    out = tmp_path / "run"
+    assert main(method_args("ivlp", folder, out, model)) == 0
+    artifact, dump = str(out / "prompts.safetensors"), tmp_path / "new.npz"
+    assert main(["eval", "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
+                 "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
+    data = np.load(dump)
+    new = list(data["classnames"])
+    images = [str(folder / "test" / name / f"{i}.png") for name in new for i in range(2)]
+    capsys.readouterr()
+    assert main(["predict", "--prompts", artifact, *images, "--classes", ",".join(new), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(images)
+    probabilities = torch.from_numpy(data["logits"]).softmax(-1) * 100
+    for line, image, row in zip(lines, images, probabilities):
+        path, ranked = line.split(": ", 1)
+        printed = [item.rsplit(" ", 1) for item in ranked.split(", ")]
+        assert path == image and [name for name, _ in printed] == [new[i] for i in row.argsort(descending=True)]
+        for name, percent in printed:
+            assert float(percent.rstrip("%")) == pytest.approx(float(row[new.index(name)]), abs=0.051)
+
+
+def test_predict_names_what_it_cannot_use(folder, tmp_path, model, capsys):
+    out = tmp_path / "run"
+    assert main(method_args("coop", folder, out, model)) == 0
+    artifact = str(out / "prompts.safetensors")
+    capsys.readouterr()
+    assert main(["predict", "--prompts", artifact, str(tmp_path / "nowhere.png")]) == 2
+    assert f"no such image file: {tmp_path / 'nowhere.png'}" in capsys.readouterr().err
+    image = str(folder / "test" / "cat" / "0.png")
+    assert main(["predict", "--prompts", artifact, image, "--top-k", "0"]) == 2
+    assert "--top-k must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["predict", "--prompts", artifact, image, "--top-k", "9"]) == 0  # at most the classes there are
+    assert len(capsys.readouterr().out.split(": ", 1)[1].split(", ")) == 3

@@ -154,3 +154,14 @@ def test_trainval_split_keeps_the_test_set_and_takes_a_fifth_for_val():
     assert [p for p, _, _ in split["test"]] == ["a/t1.jpg", "a/t2.jpg"]
     with pytest.raises(MetapromptError, match="class 'b' has 2 official train images"):
         coop_trainval_split([("b", ["1.jpg", "2.jpg"])], [("b", [])], seed=1)
+
+
+def test_the_layouts_that_say_prepare_makes_their_split_file_are_those_it_prepares():
+    """The CoOp readers point a missing split file at `data prepare` when their layout says so (they do not
+    import prepare); that flag must name exactly the JSON datasets prepare makes split files for."""
+    from metaprompt.data.coop import COOP_JSON_LAYOUTS
+    from metaprompt.data.prepare import SOURCES
+
+    json_names = {layout.name for layout in COOP_JSON_LAYOUTS}
+    assert {layout.name for layout in COOP_JSON_LAYOUTS if layout.preparable} == set(SOURCES) & json_names
+    assert set(SOURCES) - json_names == {"fgvc_aircraft"}  # read from its own list files, no split file

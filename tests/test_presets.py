@@ -3,6 +3,7 @@ scripts pick for its dataset and shots, its departures from published values (an
 its per-epoch history and its TensorBoard curves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import yaml
 
 from helpers import make_image_folder, train_args
 from metaprompt.cli import main
-from metaprompt.config import protocol_preset, resolve
+from metaprompt.config import RunConfig, apply_set, option_key, preset_names, protocol_preset, resolve
 from metaprompt.engine import lr_at_epoch
+from metaprompt.errors import MetapromptError
 
 COOP = "KaiyangZhou/CoOp configs/trainers/CoOp/"
 
@@ -91,3 +93,103 @@ def test_a_run_keeps_its_per_epoch_history_and_tensorboard_curves(run):
     assert lrs == [(epoch * per_epoch + b, pytest.approx(lr)) for epoch, lr in enumerate(expected_lrs)
                    for b in range(per_epoch)]  # Dassl's step: epoch * batches per epoch + batch
     assert events.Scalars("test/accuracy")[0].value == pytest.approx(metrics["accuracy"])
+
+
+# ------------------------------------------------------------------ the shipped presets against docs/parity.md
+
+PARITY_DOC = Path(__file__).resolve().parents[1] / "docs" / "parity.md"
+VALUE_COLUMNS = {"shots": "shots", "epochs": "epochs", "batch": "batch_size", "LR": "lr", "precision": "precision",
+                 "min crop": "crop_scale_min"}
+
+
+def documented_presets() -> dict[str, dict[str, str]]:
+    """The rows of docs/parity.md's table of every shipped preset, by preset: column -> cell."""
+    lines = PARITY_DOC.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| preset | method | model | shots |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+        rows[cells["preset"].strip("`")] = cells
+    return rows
+
+
+def test_the_documented_table_lists_every_shipped_preset():
+    assert set(documented_presets()) == set(preset_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_each_shipped_preset_resolves_to_its_documented_values(name):
+    import shlex
+
+    row, cfg = documented_presets()[name], resolve(preset=name)
+    assert (row["method"], row["model"]) == (cfg.method, cfg.model)
+    trained = cfg.method != "zeroshot"
+    for column, option in VALUE_COLUMNS.items():
+        if trained or column == "shots":
+            assert str(row[column]) == _cell(getattr(cfg.train, option)), f"{name}: {column}"
+    if trained:
+        epochs, lr = row["warm-up: epochs @ LR"].split(" @ ")
+        assert (int(epochs), float(lr)) == (cfg.train.warmup_epochs, cfg.train.warmup_lr)
+    options = dict(item.split("=", 1) for item in shlex.split(row["method options (as `--set` takes them)"]))
+    assert options and set(options) <= {f.name for f in dataclasses.fields(cfg.method_config)}
+    for key, text in options.items():
+        assert apply_set(cfg, f"method.{key}={text}").method_config == cfg.method_config, f"{name}: {key}={text}"
+
+
+def _cell(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------ --set parsing
+
+@pytest.mark.parametrize("assignment, key, value", [
+    ("lr=1e-5", "train.lr", 1e-5),           # YAML 1.1 reads 1e-5 as a string
+    ("lr=2", "train.lr", 2.0),               # an int where a float goes
+    ("train.lr=0.5", "train.lr", 0.5),
+    ("pretrained=none", "pretrained", None),
+    ("pretrained=None", "pretrained", None),
+    ("ctx_init=", "method.ctx_init", ""),
+    ("ctx_init=a photo of a", "method.ctx_init", "a photo of a"),
+    ('ctx_init="a photo"', "method.ctx_init", "a photo"),
+    ("ctx_init=1", "method.ctx_init", "1"),    # a string option keeps the text as typed
+    ("class_specific=true", "method.class_specific", True),
+    ("method.n_ctx=8", "method.n_ctx", 8),
+    ("model=ViT-L-14", "model", "ViT-L-14"),
+])
+def test_set_parses_values_as_their_option_wants_them(assignment, key, value):
+    cfg = apply_set(resolve(preset="coop_fewshot"), assignment)
+    assert cfg.value(key) == value and type(cfg.value(key)) is type(value)
+    assert key in cfg.user_keys
+
+
+def test_set_is_kept_over_a_variant_and_scoped_keys_disambiguate():
+    cfg = resolve(preset="coop_b2n", sets=["train.epochs=7"]).for_task("imagenet")
+    assert cfg.train.epochs == 7  # the ImageNet variant (50 epochs) does not replace what the user set
+
+
+def test_a_name_two_scopes_have_must_be_scoped():
+    from metaprompt.methods.coop import CoOpConfig
+
+    @dataclasses.dataclass
+    class Clashing(CoOpConfig):
+        epochs: int = 3  # a method option with a training option's name
+
+    cfg = RunConfig("coop", method_config=Clashing())
+    with pytest.raises(MetapromptError, match="--set epochs: ambiguous, say train.epochs or method.epochs"):
+        option_key(cfg, "epochs")
+    assert option_key(cfg, "method.epochs") == "method.epochs" and option_key(cfg, "train.epochs") == "train.epochs"
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("lr", "--set 'lr': expected key=value"),
+    ("optim.lr=1", "--set optim.lr: unknown scope 'optim'; expected train. or method."),
+    ("method.lr=1", "--set method.lr: no such option"),
+    ("lr=none", "--set lr=none: train.lr must be a number, got 'none'"),
+])
+def test_set_refuses_what_it_cannot_apply(assignment, message):
+    with pytest.raises(MetapromptError) as err:
+        apply_set(resolve(preset="coop_b2n"), assignment)
+    assert str(err.value).startswith(message)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .clip import PromptCLIP, load_clip
 from .errors import MetapromptError
+from .files import atomic_write
 from .methods import PromptMethod, build_method, make_config
 
 FORMAT = "metaprompt-prompts/1"
@@ -49,11 +49,7 @@ def save_artifact(path: str | Path, method: PromptMethod) -> Path:
         "classnames": json.dumps(method.classnames),
         "dataset": method.dataset,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(method.trained_tensors(), str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(method.trained_tensors(), str(tmp), metadata=meta))
 
 
 def read_artifact(path: str | Path) -> Artifact:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import MetapromptError
 from .common import add_device_arg, device_of
@@ -31,6 +32,9 @@ def command(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise MetapromptError(f"--top-k must be at least 1, got {args.top_k}")
+    missing = [path for path in args.images if not Path(path).is_file()]
+    if missing:
+        raise MetapromptError(f"no such image file: {', '.join(missing)}")
     method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)
     if args.classes:
         method.set_classes([c.strip() for c in args.classes.split(",") if c.strip()])

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import MetapromptError
+from ..files import atomic_write_text
 from .check import summary
 from .coop import LAYOUT_BY_NAME
 from .layout import absolute, image_files, malformed, numbered_lines, require_file, subfolders
@@ -287,7 +288,7 @@ def _ensure_split_file(name: str, target: Path, source: TorchvisionSource, seed:
         split = coop_trainval_split(*source.official(target), seed)
     else:
         split = coop_recipe_split(source.classes(target), seed)
-    split_path.write_text(json.dumps(split, indent=4) + "\n", encoding="utf-8")
+    atomic_write_text(split_path, json.dumps(split, indent=4) + "\n")
     log(f"{split_path}: no official split file, so made one with CoOp's recipe: {split['recipe']}")
 
 

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import MetapromptError
+from ..files import atomic_write
 from .tokenizer import DEFAULT_CONTEXT_LENGTH, WorldTokenizer
 
 SHIPPED_CHECKPOINT = "world-tiny.safetensors"
@@ -65,8 +66,7 @@ def save_world_clip(path: str | Path, model: CLIP, config: dict[str, Any], token
         "std": json.dumps(list(std)),
         **{k: json.dumps(v) for k, v in extra.items()},
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(path), metadata=metadata)
+    atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
 
 
 def _checked_metadata(path: Path, f) -> dict[str, str]:
