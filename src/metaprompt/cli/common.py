@@ -60,6 +60,13 @@ FLAG_OPTIONS = {"workers": "num_workers"}
 """Command-line flags whose training option has another name."""
 
 
+def add_artifact_args(p: argparse.ArgumentParser) -> None:
+    """The trained prompts a command loads, and where their CLIP's weights come from."""
+    p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
+    p.add_argument("--pretrained", default=None,
+                   help="load CLIP weights from here instead of the artifact's pretrained tag (e.g. a local file)")
+
+
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import add_data_args, add_runtime_args, compute_options, device_of, task_spec
+from .common import add_artifact_args, add_data_args, add_runtime_args, compute_options, device_of, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,10 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate trained prompts on a dataset's test split over its base, new or all classes "
                     "(any class list works: the prompts do not depend on the training classes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
+    add_artifact_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
-    p.add_argument("--pretrained", default=None,
-                   help="load CLIP weights from here instead of the artifact's pretrained tag (e.g. a local file)")
     p.add_argument("--batch-size", type=int, default=100, help="test batch size")
     p.add_argument("--dump-logits", default=None, metavar="FILE.npz",
                    help="save logits [N, C], labels [N] and classnames to this .npz file")

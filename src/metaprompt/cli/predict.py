@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import add_device_arg, device_of
+from .common import add_artifact_args, add_device_arg, device_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,11 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Print the top-k classes (with probabilities) of each image under trained prompts; the "
                     "class list defaults to the artifact's training classes and can be any list.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors)")
+    add_artifact_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: the artifact's)")
     p.add_argument("--top-k", type=int, default=5, help="how many classes to print per image")
-    p.add_argument("--pretrained", default=None, help="load CLIP weights from here instead of the artifact's tag")
     add_device_arg(p)
     p.set_defaults(func=command)
 
