@@ -186,6 +186,8 @@ def test_cuda_asked_for_on_a_machine_without_one(capsys, tmp_path, folder, model
      "class_specific contexts start from random vectors"),
     ("method: coop\nmodel: 16\n", "model must be a string, got 16"),
     ("method: coop\nepochs: 5\n", "unknown key 'epochs'; a preset takes method, model"),
+    ("method: coop\nvariants:\n  - {follows: x, train: {epoch: 5}}\n", "no training option epoch"),
+    ("method: coop\nvariants:\n  - {follows: x, train: {epochs: -5}}\n", "train.epochs must be a number >= 0, got -5"),
 ])
 def test_a_preset_file_that_is_wrong_is_named_with_what_is_wrong(capsys, tmp_path, folder, model, text, expected):
     preset = tmp_path / "mine.yaml"
@@ -242,7 +244,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, fol
                                       extra=("--shots", "0")))
     assert "loss became nan at step" in line and "(epoch 2)" in line
     assert f"the last good checkpoint {out / 'checkpoint.pt'} is kept" in line
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1 and torch.isfinite(checkpoint["tensors"]["text_prompts"]).all()
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "tensorboard"]
 

@@ -142,12 +142,6 @@ class RunConfig:
         d["departures"] = dict(self.departures)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        d = dict(d)
-        d["train"] = TrainConfig(**d.get("train", {}))
-        return cls(**d)
-
     def value(self, key: str) -> Any:
         """The value of a scoped key: ``model``, ``pretrained``, ``train.<name>`` or ``method.<name>``."""
         if key in TOP_LEVEL:
@@ -162,6 +156,13 @@ class RunConfig:
         train = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")}
         method = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("method.")}
         top = {k: v for k, v in values.items() if k in TOP_LEVEL}
+        for names, config, scope in ((train, self.train, "training"), (method, self.method_config, self.method)):
+            unknown = sorted(set(names) - {f.name for f in dataclasses.fields(config)})
+            if unknown:
+                raise MetapromptError(f"no {scope} option {', '.join(unknown)}")
+        unscoped = sorted(k for k in values if k not in TOP_LEVEL and not k.startswith(("train.", "method.")))
+        if unscoped:
+            raise MetapromptError(f"keys {', '.join(unscoped)}: expected train.NAME, method.NAME, model or pretrained")
         return dataclasses.replace(
             self, **top, train=dataclasses.replace(self.train, **train),
             method_config=dataclasses.replace(self.method_config, **method),
@@ -275,6 +276,8 @@ def _from_preset(preset: str, data: dict) -> RunConfig:
                         pretrained=data.get("pretrained", "openai"), method_config=dict(data.get("method_config", {})),
                         train=train, preset=preset, follows=data.get("follows"),
                         variants=tuple(_variant(preset, v) for v in data.get("variants", [])))
+        for variant in cfg.variants:  # each variant's values are checked as the run that picks it checks them
+            cfg.with_values(variant.values, user=False)
     except TypeError as err:
         raise MetapromptError(f"preset {preset}: {err}") from None
     except MetapromptError as err:

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import MetapromptError
+from ..templates import prompt_classnames
 from .domains import COLOUR_JITTER, COLOURS, DOMAINS, jittered_colour
 from .shapes import SHAPES, place
 
@@ -35,7 +36,7 @@ FORMAT_VERSION = 2
 """2: split_zhou_World.json names classes by their folders (``red_star``), as CoOp's split files do."""
 
 CLASS_FOLDERS: tuple[str, ...] = tuple(sorted(f"{c}_{s}" for c in COLOURS for s in SHAPES))
-CLASSNAMES: tuple[str, ...] = tuple(f.replace("_", " ") for f in CLASS_FOLDERS)
+CLASSNAMES: tuple[str, ...] = tuple(prompt_classnames(CLASS_FOLDERS))
 """The class names as prompts spell them (``red star``); the dataset files name classes by folder."""
 
 
