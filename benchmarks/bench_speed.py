@@ -100,17 +100,21 @@ class LiveTensorPeak(TorchDispatchMode):
 
 
 class CudaPeak:
-    """Peak CUDA memory allocated inside the block, above what was allocated when it began."""
+    """Peak memory allocated on ``device`` (the GPU the benchmark runs on, not the current one) inside the
+    block, above what was allocated when it began."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
 
     def __enter__(self) -> "CudaPeak":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        self.base = torch.cuda.memory_allocated()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.base = torch.cuda.memory_allocated(self.device)
         return self
 
     def __exit__(self, *exc) -> None:
-        torch.cuda.synchronize()
-        self.peak = torch.cuda.max_memory_allocated() - self.base
+        torch.cuda.synchronize(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
@@ -155,7 +159,8 @@ class FlopCount(TorchDispatchMode):
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Waits for ``device`` itself (torch.cuda.synchronize() alone waits for the current GPU)."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def median_seconds(run: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -177,7 +182,7 @@ def flop_count(run: Callable[[], object]) -> int:
 
 def peak_memory(run: Callable[[], object], device: torch.device) -> int:
     """Peak bytes of one run (a run of its own: no other dispatch mode adds overhead or holds tensors)."""
-    memory = CudaPeak() if device.type == "cuda" else LiveTensorPeak()
+    memory = CudaPeak(device) if device.type == "cuda" else LiveTensorPeak()
     with memory:
         run()
     return memory.peak
@@ -475,6 +480,7 @@ def main() -> None:
     device = torch.device(args.device)
     plan = make_plan(args, device)
     clip = load_clip(args.model, None, device=device, precision=args.precision)
+    args.precision = clip.precision  # auto resolved: bf16 on a GPU, fp32 elsewhere
     dtype = AUTOCAST_DTYPES.get(args.precision, torch.float32)
     first_matmul = matmul_throughput(device, dtype)
     print(f"machine: {machine(device)}; torch {torch.__version__}; {args.model}, random weights, {args.precision}")

@@ -152,8 +152,8 @@ def test_more_shots_than_the_classes_have_takes_them_all_and_says_so(capsys, tmp
     ("--set", "epochs=-1", "--set epochs=-1: train.epochs must be a number >= 0, got -1"),
     ("--set", "lr=-1", "--set lr=-1: train.lr must be a number > 0, got -1.0"),
     ("--set", "batch_size=0", "--set batch_size=0: train.batch_size must be a number >= 1, got 0"),
-    ("--set", "precision=fp8", "--set precision=fp8: train.precision must be one of 'fp32', 'bf16', 'fp16', "
-                               "'fp16-pure', got 'fp8'"),
+    ("--set", "precision=fp8", "--set precision=fp8: train.precision must be one of 'auto', 'fp32', 'bf16', "
+                               "'fp16', 'fp16-pure', got 'fp8'"),
     ("--set", "class_token_position=start", "method.class_token_position must be one of 'end', 'middle', 'front'"),
     ("--set", "n_ctx=0", "--set n_ctx=0: method.n_ctx must be a number >= 1, got 0"),
     ("--shots", "-2", "--shots -2: train.shots must be a number >= 0, got -2"),

@@ -131,7 +131,37 @@ def test_processes_share_exactly_the_single_process_batches(size, batch_size, wo
     assert len(single) == max(size // batch_size, 1)
 
 
-def test_too_few_images_for_the_processes(monkeypatch):
-    monkeypatch.setattr(distributed, "world_size", lambda: 4)
-    with pytest.raises(MetapromptError, match="4 processes cannot share a batch of 3 training images"):
-        distributed.GlobalBatchSampler(3, 16, seed=1)
+def test_too_few_images_for_the_processes():
+    from metaprompt.config import TrainConfig
+    from metaprompt.engine import check_batch_split
+
+    with pytest.raises(MetapromptError, match="the training set has 3 images, fewer than the 4 processes"):
+        check_batch_split(TrainConfig(batch_size=16), images=3, processes=4)
+    check_batch_split(TrainConfig(batch_size=4), images=4, processes=4)  # one image each is enough
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_error_on_one_process_stops_every_process(split, tmp_path, tiny_model_name, tiny_weights):
+    """An unreadable image in one process's share (of a training batch, or of the test split it evaluates):
+    that process says what it is, the other stops too instead of waiting in a collective call for ever."""
+    folder = make_image_folder(tmp_path / "data", ["ant", "bee", "cat", "dog"], {"train": 2, "test": 2})
+    bad = folder / split / "dog" / "1.png"  # the last test image: the second process's share of the test split
+    bad.write_bytes(bad.read_bytes()[:60])
+    args = train_args("coop", folder, tmp_path / "run", (tiny_model_name, tiny_weights), "epochs=1",
+                      "batch_size=8", "warmup_epochs=0", extra=("--shots", "0"))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER)]
+    with subprocess.Popen([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("a process was left waiting after another one failed")
+    lines = [line for line in stderr.splitlines() if line.startswith("metaprompt:")
+             and not line.startswith("metaprompt: warning:")]
+    assert proc.returncode != 0
+    assert sum(f"image file {bad} is truncated or not an image" in line for line in lines) == 1, stderr
+    peer = [line for line in lines if "another process stopped with an error" in line]
+    assert len(lines) == 1 + len(peer), stderr  # nothing else: no process was killed while it waited
+    if split == "test":  # the second process failed: the first stopped by itself and said so
+        assert len(peer) == 1 and peer[0].startswith("metaprompt: error:"), stderr

@@ -116,3 +116,16 @@ def test_report_on_a_finished_sweep_imports_no_torch(tmp_path):
     lines = out.strip().splitlines()
     assert lines[-1] == "0 False" and figure.is_file()
     assert "| eurosat | 81.00 ± 1.00 | 71.00 ± 1.00 | 75.67 ± 1.00 |" in lines, out
+
+
+def test_the_suite_runs_on_the_cpu():
+    """Unless asked for the GPU tests, the suite hides every GPU from itself and its subprocesses."""
+    import os
+
+    import torch
+
+    if os.environ.get("METAPROMPT_TEST_GPU") == "1":
+        return
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and not torch.cuda.is_available()
+    out = run_python("import torch; print(torch.cuda.is_available())")
+    assert out.strip() == "False"

@@ -214,7 +214,7 @@ def test_preset_values_equal_the_released_config_file(key):
         assert (len(method.ctx_init.split(" ")) if method.ctx_init else method.n_ctx) == released_n_ctx(values, node)
     if cfg.method == "metaprompt":
         released_fp16 = values["TRAINER.META.PREC"] == "fp16"
-        assert released_fp16 and cfg.train.precision == ("fp16-pure" if method.compat == "released" else "fp32")
+        assert released_fp16 and cfg.train.precision == ("fp16-pure" if method.compat == "released" else "auto")
 
 
 @pytest.mark.parametrize("key", sorted(k for k in table("released_configs") if preset_config(k).method != "zeroshot"))

@@ -82,9 +82,10 @@ class Work:
         self.images = 0
         encode_text, encode_image = clip.encode_text_embeddings, clip.encode_image
 
-        def text(x, eot, prompts=None):
-            self.text_lengths += [int(eot.max()) + 1 if clip.truncate_context else x.shape[1]] * x.shape[0]
-            return encode_text(x, eot, prompts)
+        def text(x, eot, prompts=None, length=None):
+            ran = (length or int(eot.max()) + 1) if clip.truncate_context else x.shape[1]
+            self.text_lengths += [ran] * x.shape[0]
+            return encode_text(x, eot, prompts, length=length)
 
         def image(images, prompts=None):
             self.images += images.shape[0]

@@ -34,6 +34,8 @@ class Artifact:
     classnames: list[str]
     dataset: str
     tensors: dict[str, torch.Tensor]
+    precision: str = "fp32"
+    """The precision it was trained in (artifacts written before it was recorded: fp32)."""
 
 
 def save_artifact(path: str | Path, method: PromptMethod) -> Path:
@@ -48,6 +50,7 @@ def save_artifact(path: str | Path, method: PromptMethod) -> Path:
         "pretrained": json.dumps(method.clip.source.pretrained),
         "classnames": json.dumps(method.classnames),
         "dataset": method.dataset,
+        "precision": method.clip.precision,
     }
     return atomic_write(path, lambda tmp: save_file(method.trained_tensors(), str(tmp), metadata=meta))
 
@@ -63,18 +66,20 @@ def read_artifact(path: str | Path) -> Artifact:
             meta = json.loads(fh.read(header_len)).get("__metadata__", {})
         return Artifact(method=meta["method"], config=json.loads(meta["config"]), model=meta["model"],
                         pretrained=json.loads(meta["pretrained"]), classnames=json.loads(meta["classnames"]),
-                        dataset=meta.get("dataset", "default"), tensors=tensors)
+                        dataset=meta.get("dataset", "default"), tensors=tensors,
+                        precision=meta.get("precision", "fp32"))
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as err:
         raise MetapromptError(f"prompt artifact {path} is corrupted or not a metaprompt artifact "
                               f"(expected a safetensors file written by metaprompt train: {err})") from None
 
 
 def load_method(path: str | Path, device: str | torch.device = "cpu", clip: PromptCLIP | None = None,
-                pretrained: str | None = None, precision: str = "fp32") -> PromptMethod:
-    """Rebuild the trained method from an artifact (loading its CLIP unless one is given)."""
+                pretrained: str | None = None, precision: str | None = None) -> PromptMethod:
+    """Rebuild the trained method from an artifact (loading its CLIP unless one is given), in ``precision``
+    (default: the one it was trained in, as the device runs it)."""
     art = read_artifact(path)
     if clip is None:
-        clip = load_clip(art.model, pretrained or art.pretrained, device=device, precision=precision)
+        clip = load_clip(art.model, pretrained or art.pretrained, device=device, precision=precision or art.precision)
     method = build_method(art.method, clip, art.classnames, make_config(art.method, art.config), art.dataset)
     method.load_trained_tensors(art.tensors, source=str(path))
     return method

@@ -38,26 +38,27 @@ def load_checkpoint(path: Path) -> dict:
         raise MetapromptError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from None
 
 
-def rng_states(method_state: dict) -> dict:
-    """Python's, numpy's, torch's (and CUDA's) random states, and the method's own (``method_state``)."""
+def rng_states(method_state: dict, device: torch.device) -> dict:
+    """Python's, numpy's and torch's random states, the state of the run's GPU when it runs on one (only that
+    GPU's: a run resumed on a machine with fewer GPUs restores what it used), and the method's own."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     states = {"python": random.getstate(),
               "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                         "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
               "torch": torch.get_rng_state(), "method": method_state}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def set_rng_states(states: dict) -> dict:
-    """Restore what :func:`rng_states` returned; returns the method's own state."""
+def set_rng_states(states: dict, device: torch.device) -> dict:
+    """Restore what :func:`rng_states` returned (the GPU state onto the run's GPU, when both have one);
+    returns the method's own state."""
     random.setstate(states["python"])
     numpy = states["numpy"]
     np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
                          numpy["cached_gaussian"]))
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device.type == "cuda" and isinstance(states.get("cuda"), torch.Tensor):
+        torch.cuda.set_rng_state(states["cuda"], device)
     return states.get("method", {})
-

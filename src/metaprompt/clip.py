@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import weights
 from .errors import MetapromptError
-from .precision import PRECISIONS, PURE_FP16
+from .precision import AUTO, PRECISIONS, PURE_FP16, resolve_precision
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Autocast dtype of the mixed precisions; the others run without autocast (see :mod:`metaprompt.precision`)."""
@@ -55,8 +55,9 @@ class PromptCLIP(nn.Module):
                  image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                  source: ModelSource, precision: str = "fp32"):
         super().__init__()
-        if precision not in PRECISIONS:
-            raise MetapromptError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if precision not in PRECISIONS or precision == AUTO:
+            raise MetapromptError(f"unknown precision {precision!r}; expected one of "
+                                  f"{', '.join(p for p in PRECISIONS if p != AUTO)} (load_clip resolves 'auto')")
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -133,16 +134,20 @@ class PromptCLIP(nn.Module):
             x = replace_tokens(x, _layer(prompts, 0), start=1)
         return self.encode_text_embeddings(x, self.eot_index(tokens), prompts)
 
-    def encode_text_embeddings(self, x: torch.Tensor, eot: torch.Tensor,
-                               prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_text_embeddings(self, x: torch.Tensor, eot: torch.Tensor, prompts: torch.Tensor | None = None,
+                               length: int | None = None) -> torch.Tensor:
         """Run the text transformer on input embeddings ``x`` [N, L, d] (prompt layer 0 already in place).
 
         ``eot`` [N] gives each sequence's EOT position; ``prompts`` as in :meth:`encode_text` supplies the
-        deep layers ``1..depth-1``.
+        deep layers ``1..depth-1``. With ``truncate_context`` the sequences are cut after ``length`` tokens (at
+        least the largest EOT + 1; read from ``eot`` when not given, which waits for the device).
         """
         m = self.model
         cast = m.transformer.get_cast_dtype()
-        length = int(eot.max()) + 1 if self.truncate_context else x.shape[1]
+        if not self.truncate_context:
+            length = x.shape[1]
+        elif length is None:
+            length = int(eot.max()) + 1
         x = x[:, :length].to(cast) + m.positional_embedding[:length].to(cast)
         mask = m.attn_mask[:length, :length] if m.attn_mask is not None else None
         depth = _depth(prompts)
@@ -260,19 +265,23 @@ def _visual_prompt_problem(model: nn.Module) -> str:
 
 # ---------------------------------------------------------------------------------------- loading
 def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
-              precision: str = "fp32") -> PromptCLIP:
+              precision: str = AUTO) -> PromptCLIP:
     """Load a CLIP with prompt-aware encoders.
 
     ``name`` is an open_clip model name (``ViT-B-16``), an ``hf-hub:`` id, a path to an open_clip model
     config JSON (for custom architectures), or ``world-tiny`` (the project's offline model).
     ``pretrained`` is an open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...), a local
-    checkpoint file, or None for random weights (or the hf-hub / world model's own weights).
+    checkpoint file, or None for random weights (or the hf-hub / world model's own weights). ``precision``
+    (see :mod:`metaprompt.precision`): ``auto`` is bf16 on a GPU, fp32 elsewhere.
     """
     source = ModelSource(name, pretrained)
-    if precision == PURE_FP16 and torch.device(device).type != "cuda":
-        _warn(f"precision {PURE_FP16} runs on CUDA only; on {torch.device(device).type} this run uses fp32, "
+    if precision not in PRECISIONS:
+        raise MetapromptError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    device_type = torch.device(device).type
+    if precision == PURE_FP16 and device_type != "cuda":
+        _warn(f"precision {PURE_FP16} runs on CUDA only; on {device_type} this run uses fp32, "
               "with everything else the same")
-        precision = "fp32"
+    precision = resolve_precision(precision, device_type)
     if name == WORLD_MODEL:
         clip = _load_world(pretrained, source, precision)
     else:

@@ -70,10 +70,13 @@ class TrainConfig:
     shots: int = 16
     """Training images per class (per class per source domain in domain generalisation); 0 = all."""
     seed: int = 1
-    precision: str = "fp32"
-    """fp32, bf16 or fp16 (mixed: weights stay fp32, matrix products run in the lower precision), or fp16-pure
-    (weights and prompts in fp16, as the released codebases' default; CUDA only, fp32 elsewhere)."""
-    num_workers: int = 2
+    precision: str = "auto"
+    """auto (bf16 on a GPU, fp32 elsewhere), fp32 (exact), bf16 (mixed: weights stay fp32, matrix products run
+    in bf16), or fp16-pure (weights and prompts in fp16, as the released codebases' default; CUDA only, fp32
+    elsewhere); fp16 (mixed) evaluates but does not train. See :mod:`metaprompt.precision`."""
+    num_workers: int | None = None
+    """Data-loading worker processes (None: 2 on the CPU; on a GPU, the node's cores shared by its processes,
+    at most 8)."""
     augment_views: int = 0
     """Distinct augmented views per training image (0: a new view every epoch)."""
     crop_scale_min: float = 0.08

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .errors import MetapromptError
+from .errors import MetapromptError, PeerError
 
 T = TypeVar("T")
 
@@ -52,6 +52,13 @@ def global_sum(value: torch.Tensor) -> torch.Tensor:
     return reduced.to(value.device)
 
 
+def global_count(n: int) -> float:
+    """``n`` summed over all processes (a collective call, and a wait for it, only with several)."""
+    if not is_distributed():
+        return float(n)
+    return float(global_sum(torch.tensor(float(n))).item())
+
+
 def sum_gradients(tensors: list[torch.Tensor | None]) -> None:
     """In place: each gradient (or tensor) becomes its sum over processes, in one collective call.
     Every process must pass the same tensors (the same ones None)."""
@@ -71,6 +78,21 @@ def broadcast_from_main(tensors: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for t in tensors:
             dist.broadcast(t.data, src=0)
+
+
+def fail_together(error: BaseException | None) -> None:
+    """Every process calls this at the same point with the error it met there, or None. If any met one, all
+    raise (the process that met it its own error, the others :class:`PeerError`) instead of leaving the others
+    waiting in the next collective call."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    failed = global_sum(torch.tensor(float(error is not None))).item()
+    if error is not None:
+        raise error
+    if failed:
+        raise PeerError("another process stopped with an error (that process printed it)")
 
 
 def shard(items: list[T]) -> list[T]:
@@ -100,16 +122,15 @@ class GlobalBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, size: int, batch_size: int, seed: int):
-        processes = world_size()
-        if min(size, batch_size) < processes:
-            raise MetapromptError(
-                f"{processes} processes cannot share a batch of {min(size, batch_size)} training images; "
-                f"expected batch_size and the training set to hold at least one image per process")
+        if min(size, batch_size) < world_size():
+            raise MetapromptError(f"{world_size()} processes cannot share a batch of {min(size, batch_size)} images")
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.view = 0, 0, None
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, view: int | None = None) -> None:
+        """The epoch's order, from batch ``start`` on; with ``view``, each index comes as ``(index, view)``,
+        the augmentation view the dataset draws it at (so that persistent loader workers see it)."""
+        self.epoch, self.start, self.view = epoch, start, view
 
     @property
     def num_batches(self) -> int:
@@ -124,18 +145,30 @@ class GlobalBatchSampler(Sampler[list[int]]):
         order = torch.randperm(self.size, generator=generator)
         for b in range(self.start, self.num_batches):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield batch.tensor_split(world_size())[rank()].tolist()
+            share = batch.tensor_split(world_size())[rank()].tolist()
+            yield share if self.view is None else [(index, self.view) for index in share]
 
 
-def init_from_environment() -> bool:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU), for the
-    rest of the process: it is left at exit (torch warns otherwise), and later calls keep it."""
-    if "RANK" not in os.environ or is_distributed():
+def launched() -> bool:
+    """Whether torchrun (or a launcher that sets its variables) started this process as one of several."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def backend_for(device: str | torch.device) -> str:
+    """The process group's backend for a run on ``device``: nccl on CUDA, gloo on the CPU."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def init_from_environment(device: str | torch.device = "cpu") -> bool:
+    """Join the process group torchrun describes in the environment, for the rest of the process, with the
+    backend of the run's ``device`` (see :func:`select_device`): it is left at exit (torch warns otherwise),
+    and later calls keep it."""
+    if not launched() or is_distributed():
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend_for(device))
     atexit.register(dist.destroy_process_group)
     return True
 
@@ -150,12 +183,11 @@ def local_rank() -> int:
 
 
 def select_device(requested: str | None) -> str:
-    """The device a command runs on: ``requested`` (``--device``), checked against this machine, or, when
-    none is asked for, this process's GPU when there is one, else the CPU."""
+    """The device a command runs on: ``requested`` (``--device``), checked against this machine, or, when none
+    is asked for, this process's GPU when there is one, else the CPU. Under torchrun, ``cuda`` is the GPU of
+    this process's LOCAL_RANK (see :func:`local_gpu`)."""
     if not requested:
-        if torch.cuda.is_available():
-            return f"cuda:{local_rank()}" if is_distributed() else "cuda"
-        return "cpu"
+        return f"cuda:{local_gpu()}" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError):
@@ -164,9 +196,51 @@ def select_device(requested: str | None) -> str:
         if not torch.cuda.is_available():
             raise MetapromptError(f"--device {requested}: this machine has no CUDA device (torch "
                                   f"{torch.__version__}, torch.cuda.is_available() is False); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if device.index is None:
+            return f"cuda:{local_gpu()}" if launched() else requested
+        if device.index >= torch.cuda.device_count():
             raise MetapromptError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA "
                                   f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        if launched() and local_world_size() > 1:
+            raise MetapromptError(f"--device {requested} under torchrun puts all {local_world_size()} processes of "
+                                  "this node on one GPU; pass --device cuda (each process takes the GPU of its "
+                                  "LOCAL_RANK) or set CUDA_VISIBLE_DEVICES per process")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise MetapromptError(f"--device {requested}: MPS (Apple GPU) is not available here; use --device cpu")
+    if device.type == "mps" and launched():
+        raise MetapromptError(f"--device {requested}: several processes need cuda (nccl) or cpu (gloo)")
     return requested
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels from here on (cuBLAS needs its workspace setting before its first use)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 when not launched by it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def local_gpu() -> int:
+    """The GPU index of this process: its LOCAL_RANK, or 0 when each process sees a GPU of its own (a
+    launcher that sets CUDA_VISIBLE_DEVICES per process, as SLURM does). Refuses more processes on a node than
+    it has GPUs, which would put two processes on one GPU (nccl fails on that)."""
+    count, rank_here, per_node = torch.cuda.device_count(), local_rank(), local_world_size()
+    if not launched():
+        return 0
+    if per_node > count:
+        raise MetapromptError(
+            f"torchrun started {per_node} processes on this node, but it has {count} visible CUDA device(s) "
+            f"(LOCAL_RANK {rank_here}); start at most {count} per node (--nproc_per_node {count}), or train on "
+            "the CPU with --device cpu (gloo)")
+    if rank_here < count:
+        return rank_here
+    if count == 1:
+        return 0
+    raise MetapromptError(f"LOCAL_RANK {rank_here} has no GPU of its own: this node shows {count} CUDA devices")

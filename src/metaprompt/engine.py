@@ -24,12 +24,16 @@ from . import distributed as dist
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
 from .data.base import Datum
-from .data.dataset import ImageDataset, collate
+from .data.dataset import ImageDataset, collate, loader_workers
 from .data.transforms import train_transform
 from .errors import MetapromptError
 from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
 from .scalars import ScalarLog
+
+
+READ_EVERY_STEPS = 20
+"""On a GPU, steps whose loss and accuracy are read (a wait for the device, and a collective call) together."""
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -46,6 +50,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def check_batch_split(cfg: TrainConfig, images: int, processes: int) -> None:
+    """Every process trains on its share of every global batch: refuse a batch (or a training set) smaller
+    than the number of processes, saying what to do."""
+    if cfg.batch_size < processes:
+        k = math.ceil(processes / cfg.batch_size)
+        raise MetapromptError(
+            f"train.batch_size={cfg.batch_size} cannot be split over {processes} processes: each trains on its share "
+            f"of every global batch. Run at most {cfg.batch_size} processes, or raise the batch and scale the LR "
+            f"with it, as MaPLe's authors advise for larger batches: --set batch_size={cfg.batch_size * k} "
+            f"--set lr={cfg.lr * k:g} (a departure from the published config)")
+    if images < processes:
+        raise MetapromptError(f"the training set has {images} images, fewer than the {processes} processes that "
+                              "would share it; run fewer processes")
 
 
 @dataclass
@@ -69,7 +88,15 @@ class Trainer:
             raise MetapromptError(f"method {method.name!r} has nothing to train")
         if not items:
             raise MetapromptError("the training split is empty")
+        check_batch_split(cfg, len(items), dist.world_size())
+        if cfg.precision == "fp16":
+            raise MetapromptError(
+                "train.precision=fp16 (mixed) would train without loss scaling, and small prompt gradients "
+                "underflow to zero in fp16; train in bf16 (--set precision=bf16: as fast on GPUs since Ampere, "
+                "no scaling needed) or fp32, or in fp16-pure to reproduce the released code's unscaled fp16. "
+                "fp16 is for evaluation (metaprompt eval --precision fp16)")
         self.method, self.cfg = method, cfg
+        self.workers = loader_workers(cfg.num_workers, method.device)
         self.work_dir = Path(work_dir) if work_dir else None
         self.progress = progress and dist.is_main()
         self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -79,19 +106,25 @@ class Trainer:
                                     domains,
                                     seed=cfg.seed, skip_bad_images=skip_bad_images)
         self.loader = self._loader()
-        self.feature_cache = (ViewFeatureCache(method, self.dataset, cfg.test_batch_size, cfg.num_workers)
+        self.feature_cache = (ViewFeatureCache(method, self.dataset, cfg.test_batch_size, self.workers)
                               if feature_cache_applies(method, cfg.augment_views) else None)
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
+        """(step, TensorBoard step, step stats on the device) of the steps not read yet."""
+        self.read_every = 1 if method.device.type == "cpu" else READ_EVERY_STEPS
         self.state = TrainState()
         self.scalars = ScalarLog()
         self.skipped_images = 0
         self.stop = StopRequest()
 
     def _loader(self) -> DataLoader:
-        """Each process loads its share of every global batch. The loader draws its workers' seeds from a
-        generator of its own, so that starting an epoch leaves the global RNG as a resumed run finds it."""
+        """Each process loads its share of every global batch. The sampler hands every index its epoch's
+        augmentation view, so the workers persist across epochs; pinned memory on a GPU. The loader draws its
+        workers' seeds from a generator of its own, so that starting an epoch leaves the global RNG as a
+        resumed run finds it."""
         self.batches = dist.GlobalBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed)
-        return DataLoader(self.dataset, batch_sampler=self.batches, num_workers=self.cfg.num_workers,
-                          collate_fn=collate, generator=torch.Generator().manual_seed(self.cfg.seed))
+        return DataLoader(self.dataset, batch_sampler=self.batches, num_workers=self.workers,
+                          collate_fn=collate, generator=torch.Generator().manual_seed(self.cfg.seed),
+                          pin_memory=self.method.device.type == "cuda", persistent_workers=self.workers > 0)
 
     # ----------------------------------------------------------------- checkpoints
     @property
@@ -100,16 +133,22 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Trained tensors, optimiser, epoch / step and every RNG state, written atomically (rank 0)."""
-        if self.checkpoint_path is None or not dist.is_main():
+        if self.checkpoint_path is None:
             return
-        self.scalars.flush(self.work_dir)
-        save_checkpoint(self.checkpoint_path, {
-            "tensors": self.method.trained_tensors(),
-            "optimizer": self.optimizer.state_dict(),
-            "state": asdict(self.state),
-            "rng": rng_states(self.method.random_state()),
-            "skipped_images": self.skipped_images,
-        })
+        error = None
+        if dist.is_main():
+            try:
+                self.scalars.flush(self.work_dir)
+                save_checkpoint(self.checkpoint_path, {
+                    "tensors": self.method.trained_tensors(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "state": asdict(self.state),
+                    "rng": rng_states(self.method.random_state(), self.method.device),
+                    "skipped_images": self.skipped_images,
+                })
+            except OSError as err:
+                error = MetapromptError(f"could not write the checkpoint {self.checkpoint_path} ({err})")
+        dist.fail_together(error)
 
     def try_resume(self) -> bool:
         """Load the checkpoint in ``work_dir`` if there is one; True when resumed."""
@@ -128,7 +167,7 @@ class Trainer:
                                   "to start over") from None
         self.state = state
         self.skipped_images = payload.get("skipped_images", 0)
-        self.method.set_random_state(set_rng_states(payload["rng"]))
+        self.method.set_random_state(set_rng_states(payload["rng"], self.method.device))
         return True
 
     # ----------------------------------------------------------------- training
@@ -161,57 +200,74 @@ class Trainer:
         lr = lr_at_epoch(self.cfg, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.batches.set_epoch(epoch, start=self.state.batch)
         view = epoch % self.cfg.augment_views if self.cfg.augment_views else epoch
-        self.dataset.set_view(view)
+        self.batches.set_epoch(epoch, start=self.state.batch, view=view)
         batches = self.feature_cache.epoch(view, self.loader.batch_sampler) if self.feature_cache else self.loader
         self.method.train()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
                    initial=self.state.batch, total=self.batches.num_batches, leave=False, dynamic_ncols=True)
-        losses, accs = self.state.epoch_losses, self.state.epoch_accs
-        for raw in bar:
-            if self._batch_usable(raw):
+        for raw, error in fetched(bar):
+            if self._batch_usable(raw, error):
                 self._train_step(raw, epoch)
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{np.mean(accs):.1f}", lr=f"{lr:.2e}")
             self.state.batch += 1
+            if len(self.pending) >= self.read_every:
+                self._read_stats(epoch, bar, lr)
             if self._budget_spent():
                 break
+        self._read_stats(epoch, bar, lr)
+        losses, accs = self.state.epoch_losses, self.state.epoch_accs
         self.state.history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
                                    "acc": float(np.mean(accs)) if accs else None})
         self.state.epoch_losses, self.state.epoch_accs = [], []
 
-    def _batch_usable(self, raw: dict) -> bool:
+    def _batch_usable(self, raw: dict | None, error: MetapromptError | None) -> bool:
         """Whether every process has readable images (or their cached features) in this batch; if one has
-        none, all skip the batch together. All processes stop here together once any of them got SIGTERM /
-        SIGINT; skipped images are counted over all processes."""
-        has_data, stop, skipped = dist.global_sum(torch.tensor(
-            [float("label" in raw), float(self.stop.requested), float(raw["skipped"])])).tolist()
+        none, all skip the batch together. In the same collective call, all processes stop together once any
+        of them met an error loading its share (each raises: that one its error) or got SIGTERM / SIGINT;
+        skipped images are counted over all processes."""
+        has_data, stop, skipped, failed = dist.global_sum(torch.tensor([
+            float(raw is not None and "label" in raw), float(self.stop.requested),
+            float(raw["skipped"] if raw is not None else 0), float(error is not None)])).tolist()
+        if failed:
+            raise error or dist.PeerError("another process stopped with an error while loading its images "
+                                          "(that process printed it)")
         if stop:
             self._interrupt()
         self.skipped_images += int(skipped)
         return has_data == dist.world_size()
 
     def _train_step(self, raw: dict, epoch: int) -> None:
-        """One optimisation step; loss and accuracy are averaged over processes, and a NaN or infinite loss
-        on any process stops all of them before anything more is saved."""
+        """One optimisation step. Its loss and accuracy stay on the device until :meth:`_read_stats`."""
         stats = self.method.forward_backward(to_batch(raw, self.method.device), self.optimizer)
         self.state.step += 1
-        mean = dist.global_sum(torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64)) / dist.world_size()
-        loss, acc = mean.tolist()
-        if not math.isfinite(loss):
-            kept = (f"the last good checkpoint {self.checkpoint_path} is kept"
-                    if self.checkpoint_path and self.checkpoint_path.is_file() else "no checkpoint was written")
-            raise MetapromptError(f"loss became {loss} at step {self.state.step} (epoch {epoch + 1}); training "
-                                  f"stopped and {kept}; try a lower lr or --set precision=fp32")
-        self.state.epoch_losses.append(loss)
-        self.state.epoch_accs.append(acc)
-        if dist.is_main():  # Dassl's tags, at Dassl's step numbers
-            n_iter = epoch * self.batches.num_batches + self.state.batch
-            for tag, value in (("train/loss", loss), ("train/acc", acc), ("train/lr", self.optimizer.param_groups[0]["lr"])):
-                self.scalars.add(tag, value, n_iter)
+        self.pending.append((self.state.step, epoch * self.batches.num_batches + self.state.batch, stats))
+
+    def _read_stats(self, epoch: int, bar: tqdm | None, lr: float) -> None:
+        """Read the pending steps' loss and accuracy in one transfer (and one collective call: their means
+        over processes); a NaN or infinite loss on any process stops all of them before anything more is
+        saved. Logs Dassl's TensorBoard tags at Dassl's step numbers."""
+        if not self.pending:
+            return
+        means = (dist.global_sum(torch.stack([stats for _, _, stats in self.pending])) / dist.world_size()).tolist()
+        for (step, n_iter, _), (loss, acc) in zip(self.pending, means):
+            if not math.isfinite(loss):
+                kept = (f"the last good checkpoint {self.checkpoint_path} is kept"
+                        if self.checkpoint_path and self.checkpoint_path.is_file() else "no checkpoint was written")
+                raise MetapromptError(f"loss became {loss} at step {step} (epoch {epoch + 1}); training "
+                                      f"stopped and {kept}; try a lower lr or --set precision=fp32")
+            self.state.epoch_losses.append(loss)
+            self.state.epoch_accs.append(acc)
+            if dist.is_main():
+                for tag, value in (("train/loss", loss), ("train/acc", acc), ("train/lr", lr)):
+                    self.scalars.add(tag, value, n_iter)
+        self.pending = []
+        if bar is not None:
+            losses, accs = self.state.epoch_losses, self.state.epoch_accs
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{np.mean(accs):.1f}", lr=f"{lr:.2e}")
 
     def _interrupt(self) -> None:
         """Checkpoint at the current batch (the resumed run continues with the next one) and stop."""
+        self._read_stats(self.state.epoch, None, self.optimizer.param_groups[0]["lr"])
         self.save_checkpoint()
         state = self.state
         when = f"in epoch {state.epoch + 1} after batch {state.batch}" if state.batch else f"after epoch {state.epoch}"
@@ -249,6 +305,21 @@ def stop_on_signals(request: StopRequest) -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def fetched(batches) -> Iterator[tuple[dict | None, MetapromptError | None]]:
+    """``(batch, None)`` for each batch, then, if loading one fails (an unreadable image), ``(None, error)``
+    and no more: the caller tells the other processes before it raises (see ``Trainer._batch_usable``)."""
+    iterator = iter(batches)
+    while True:
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            return
+        except MetapromptError as err:
+            yield None, err
+            return
+        yield raw, None
 
 
 def to_batch(raw: dict, device: torch.device) -> Batch:

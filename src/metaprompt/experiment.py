@@ -210,7 +210,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     metrics = {"accuracy": result.accuracy, "num_test": len(result.labels), "num_classes": method.num_classes,
                "num_train": len(task.train), "train_steps": trained_steps, "train_seconds": train_seconds,
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
-               "shortfall": shortfall_summary(task), "history": history, "environment": environment()}
+               "shortfall": shortfall_summary(task), "history": history, "precision": method.clip.precision,
+               "environment": environment()}
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)

@@ -82,8 +82,8 @@ class CachedEpoch:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[dict]:
-        for indices in self.batches:
-            index = torch.as_tensor(indices, dtype=torch.long)
+        for indices in self.batches:  # (index, view) pairs from the training sampler: the view is this epoch's
+            index = torch.as_tensor([k[0] if isinstance(k, tuple) else k for k in indices], dtype=torch.long)
             kept = index[self.readable[index]]
             raw = {"skipped": len(index) - len(kept)}
             if len(kept):

@@ -57,17 +57,19 @@ def deep_prompts(clip: PromptCLIP, depth: int, n_ctx: int, width: int, layers: i
     return prompts
 
 
-class ClassPrompts:
+class ClassPrompts(nn.Module):
     """The tokenised prompt of every class, ``"<prefix> <class name>."``, and where learned context goes.
 
     ``prefix`` is ``ctx_init`` when given, else ``n_ctx`` placeholder words; the learned context overwrites
     the first ``n_ctx`` prefix tokens. ``position`` places the class name after (``end``), inside
     (``middle``) or before (``front``) the context, as in CoOp. Class names go in as
-    :func:`metaprompt.templates.prompt_classname` spells them.
+    :func:`metaprompt.templates.prompt_classname` spells them. Its tensors are buffers (not saved): they follow
+    the method to another device.
     """
 
     def __init__(self, clip: PromptCLIP, classnames: list[str], n_ctx: int, ctx_init: str = "",
                  position: str = "end"):
+        super().__init__()
         if position not in CLASS_TOKEN_POSITIONS:
             raise MetapromptError(f"class_token_position {position!r}; expected one of {', '.join(CLASS_TOKEN_POSITIONS)}")
         self.n_ctx = n_ctx
@@ -79,12 +81,17 @@ class ClassPrompts:
             text, pos = _place(prefix, name, n_ctx, length, position)
             texts.append(text)
             positions.append(pos)
-        self.tokens = clip.tokenize(texts)
-        self.eot = clip.eot_index(self.tokens)
-        self.positions = torch.tensor(positions, dtype=torch.long, device=self.tokens.device)
+        tokens = clip.tokenize(texts)
+        eot = clip.eot_index(tokens)
+        self.max_length = int(eot.max()) + 1
+        """Tokens up to the last EOT of any class: all the causal text encoder needs (read once, not per call)."""
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("eot", eot, persistent=False)
+        self.register_buffer("positions", torch.tensor(positions, dtype=torch.long, device=tokens.device),
+                             persistent=False)
         self.contiguous = position == "end"
         with torch.no_grad():
-            self.embeddings = clip.token_embeddings(self.tokens).detach()
+            self.register_buffer("embeddings", clip.token_embeddings(tokens).detach(), persistent=False)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -111,7 +118,8 @@ class ClassPrompts:
         """Normalised text features [C, D]: ``ctx`` as layer 0, ``deep`` [depth, n_ctx, d] for layers 1+."""
         with clip.autocast():
             x = self.embed(ctx, classes)
-            return F.normalize(clip.encode_text_embeddings(x, self.eot_of(classes), deep).to(clip.feature_dtype), dim=-1)
+            text = clip.encode_text_embeddings(x, self.eot_of(classes), deep, length=self.max_length)
+            return F.normalize(text.to(clip.feature_dtype), dim=-1)
 
 
 def _place(prefix: str, name: str, n_ctx: int, name_len: int, position: str) -> tuple[str, list[int]]:

@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from ..errors import MetapromptError
+from ..errors import MetapromptError, PeerError
 
 COMMAND_MODULES = ["train", "eval", "predict", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(DEBUG_ENV):
             raise
         message, code = explain(err)
-        print(f"metaprompt: {message}", file=sys.stderr)
+        if not (isinstance(err, PeerError) and os.environ.get("RANK", "0") != "0"):
+            print(f"metaprompt: {message}", file=sys.stderr)  # the process that failed prints its own error
         return code
 
 

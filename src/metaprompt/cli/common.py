@@ -61,10 +61,15 @@ FLAG_OPTIONS = {"workers": "num_workers"}
 
 
 def add_artifact_args(p: argparse.ArgumentParser) -> None:
-    """The trained prompts a command loads, and where their CLIP's weights come from."""
+    """The trained prompts a command loads, where their CLIP's weights come from, and its precision."""
+    from ..precision import PRECISIONS
+
     p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
     p.add_argument("--pretrained", default=None,
                    help="load CLIP weights from here instead of the artifact's pretrained tag (e.g. a local file)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="numeric precision (default: the one the artifact was trained in; auto: bf16 on a GPU, "
+                        "fp32 elsewhere)")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -73,6 +78,10 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip truncated or unreadable images (counted in the results) instead of stopping")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels on a GPU (torch.use_deterministic_algorithms, cuBLAS workspace "
+                        "config): runs and resumes repeat bit for bit, a little slower; an op with no deterministic "
+                        "kernel then stops the run naming it. On the CPU runs repeat without it")
     g = p.add_argument_group("compute (exact shortcuts and memory)")
     g.add_argument("--reference-compute", action="store_true",
                    help="turn every exact shortcut off and compute as the reference codebases do (for comparisons)")
@@ -101,6 +110,18 @@ def device_of(args: argparse.Namespace) -> str:
     from .. import distributed as dist
 
     return dist.select_device(args.device)
+
+
+def start_runtime(args: argparse.Namespace) -> str:
+    """Before anything runs: ``--deterministic``, the device, and (under torchrun) the process group with the
+    device's backend. Returns the device."""
+    from .. import distributed as dist
+
+    if getattr(args, "deterministic", False):
+        dist.use_deterministic_algorithms()
+    device = device_of(args)
+    dist.init_from_environment(device)
+    return device
 
 
 def task_spec(args: argparse.Namespace) -> TaskSpec:

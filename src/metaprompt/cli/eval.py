@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import add_artifact_args, add_data_args, add_runtime_args, compute_options, device_of, task_spec
+from .common import add_artifact_args, add_data_args, add_runtime_args, compute_options, start_runtime, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def command(args: argparse.Namespace) -> int:
     options = compute_options(args)
     task = build_task(task_spec(args))
     items = task.val if args.split == "val" else task.test
-    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)
+    method = load_method(args.prompts, device=start_runtime(args), pretrained=args.pretrained, precision=args.precision)
     method.set_options(options)
     method.set_classes(task.classnames)
     result = evaluate(method, items, args.batch_size, 2 if args.workers is None else args.workers,

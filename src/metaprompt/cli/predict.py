@@ -34,7 +34,7 @@ def command(args: argparse.Namespace) -> int:
     missing = [path for path in args.images if not Path(path).is_file()]
     if missing:
         raise MetapromptError(f"no such image file: {', '.join(missing)}")
-    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained)
+    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained, precision=args.precision)
     if args.classes:
         method.set_classes([c.strip() for c in args.classes.split(",") if c.strip()])
     clip = method.clip

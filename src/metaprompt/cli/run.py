@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
 from ..config import protocol_preset
-from .common import add_config_args, add_runtime_args, compute_options, device_of, run_config
+from .common import add_config_args, add_runtime_args, compute_options, run_config, start_runtime
 
 if TYPE_CHECKING:
     from ..protocols import Runtime
@@ -83,8 +83,8 @@ def runtime_of(args: argparse.Namespace) -> "Runtime":
     from .. import distributed as dist
     from ..protocols import Runtime
 
-    dist.init_from_environment()
-    return Runtime(device=device_of(args), options=compute_options(args), progress=not args.no_progress,
+    device = start_runtime(args)
+    return Runtime(device=device, options=compute_options(args), progress=not args.no_progress,
                    skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None)
 
 

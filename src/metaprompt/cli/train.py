@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args, add_data_args, add_runtime_args, compute_options, device_of, run_config, task_spec
+from .common import add_config_args, add_data_args, add_runtime_args, compute_options, run_config, start_runtime, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,9 +28,9 @@ def command(args: argparse.Namespace) -> int:
     from .. import distributed as dist
     from ..experiment import train_run
 
-    dist.init_from_environment()
     cfg = run_config(args, {"shots": args.shots, "seed": args.seed}).for_task(args.dataset)
-    metrics = train_run(cfg, task_spec(args), args.out, device=device_of(args), options=compute_options(args),
+    device = start_runtime(args)
+    metrics = train_run(cfg, task_spec(args), args.out, device=device, options=compute_options(args),
                         progress=not args.no_progress, overwrite=args.overwrite,
                         skip_bad_images=args.skip_bad_images).metrics
     if dist.is_main():

@@ -7,6 +7,7 @@ per image is asked for.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -46,7 +47,10 @@ class ImageDataset(Dataset):
     def set_view(self, view: int) -> None:
         self.view = view
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """Item ``key``, or ``(index, view)``: the item at that augmentation view (as the training sampler
+        hands them, so that persistent workers follow the epoch); a plain index uses :attr:`view`."""
+        index, view = key if isinstance(key, tuple) else (key, self.view)
         item = self.items[index]
         image = load_image(item.impath, self.skip_bad_images)
         if image is None:
@@ -57,7 +61,7 @@ class ImageDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 # The CPU generator alone draws the crop and flip: torch.manual_seed would also queue a
                 # CUDA seeding call (with a stack trace) on every image of a CUDA build of torch.
-                torch.default_generator.manual_seed((self.seed * SEED_STRIDE + self.view) * SEED_STRIDE + index)
+                torch.default_generator.manual_seed((self.seed * SEED_STRIDE + view) * SEED_STRIDE + index)
                 tensor = self.transform(image)
         return {"image": tensor, "label": item.label, "domain": self.domain_index.get(item.domain, 0), "index": index}
 
@@ -77,6 +81,21 @@ def load_image(path: str, skip_bad: bool = False) -> Image.Image | None:
             return None
         raise ImageError(f"image file {path} is truncated or not an image ({err}); "
                          "pass --skip-bad-images to skip such files and count them") from None
+
+
+MAX_GPU_WORKERS = 8
+
+
+def loader_workers(requested: int | None, device: torch.device) -> int:
+    """Data-loading worker processes: ``requested``, or by default 2 on the CPU (which the training itself
+    needs) and, on a GPU, this node's CPU cores shared by its processes (at most 8)."""
+    if requested is not None:
+        return requested
+    if torch.device(device).type != "cuda":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(MAX_GPU_WORKERS, cores // per_node - 1))
 
 
 def collate(samples: list[dict | None]) -> dict:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clip import PromptCLIP
-from ..distributed import global_sum, sum_gradients, world_size
+from ..distributed import global_count, sum_gradients, world_size
 from ..errors import MetapromptError
 from ..templates import prompt_classnames
 
@@ -194,19 +194,23 @@ class PromptMethod(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model_inference(images)
 
-    def forward_backward(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One training step: cross-entropy of the logits, backward, optimiser step."""
+    def forward_backward(self, batch: Batch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One training step: cross-entropy of the logits, backward, optimiser step. Returns
+        :func:`step_stats` (on the device: reading them waits for it, so the trainer reads them in bulk)."""
         logits = self.model_inference(batch.images, batch.features)
         loss = self.cross_entropy(logits, batch.labels)
         self.step(loss, optimizer)
-        return {"loss": float(loss.detach()) * world_size(), "acc": accuracy(logits, batch.labels)}
+        return step_stats(loss, logits, batch.labels)
 
     # ------------------------------------------------------------ distributed-exact primitives
-    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy summed here and divided by the count over ALL processes, so that gradients
-        summed over processes equal the single-process mean over the global batch."""
-        count = global_sum(torch.tensor(float(labels.numel()), device=logits.device))
-        return F.cross_entropy(logits.to(self.clip.feature_dtype), labels, reduction="sum") / count.clamp(min=1.0)
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor, count: float | None = None) -> torch.Tensor:
+        """Cross-entropy summed here and divided by the count over ALL processes (``count``, when the caller
+        has it), so that gradients summed over processes equal the single-process mean over the global batch.
+        The count divides as a CPU scalar: nothing is copied to the device, nothing waits for it."""
+        if count is None:
+            count = global_count(labels.numel())
+        total = F.cross_entropy(logits.to(self.clip.feature_dtype), labels, reduction="sum")
+        return total / torch.tensor(max(float(count), 1.0))
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=self.zero_grad_to_none)
@@ -229,10 +233,18 @@ class HandCraftedText(PromptMethod):
         raise NotImplementedError
 
     def on_classes_changed(self) -> None:
-        self.classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames), self.templates())
+        classifier = self.clip.zero_shot_classifier(prompt_classnames(self.classnames), self.templates())
+        self.register_buffer("classifier", classifier, persistent=False)
 
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier if classes is None else self.classifier[classes]
+
+
+def step_stats(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[loss x processes, accuracy %] of a step (float64, on the device): their mean over processes is the loss
+    and accuracy over the global batch (``loss`` is this process's share, see :meth:`PromptMethod.cross_entropy`)."""
+    correct = (logits.detach().argmax(-1) == labels).float().mean() if labels.numel() else logits.new_zeros(())
+    return torch.stack([loss.detach().double() * world_size(), correct.double() * 100])
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -69,6 +69,7 @@ class CoCoOp(PromptMethod):
                        contexts[:, None].to(base.dtype).expand(b, c, n, d),
                        base[None, :, 1 + n:].expand(b, c, length - 1 - n, d)], dim=2).reshape(b * c, length, d)
         with self.clip.autocast():
-            text = self.clip.encode_text_embeddings(x, self.class_prompts.eot.repeat(b)).to(self.clip.feature_dtype)
+            text = self.clip.encode_text_embeddings(x, self.class_prompts.eot.repeat(b),
+                                                    length=self.class_prompts.max_length).to(self.clip.feature_dtype)
         text = F.normalize(text, dim=-1).view(b, c, -1)
         return self.clip.logit_scale * torch.einsum("bd,bcd->bc", features, text)

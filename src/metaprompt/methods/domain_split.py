@@ -86,24 +86,34 @@ def class_groups(num_classes: int, n_splits: int, rng: random.Random) -> list[to
     return [torch.tensor(ids[k * size:(k + 1) * size], dtype=torch.long) for k in range(n_splits)]
 
 
-def class_episodes(labels: torch.Tensor, groups: list[torch.Tensor]):
-    """(meta-train rows, meta-train classes, meta-test rows, meta-test classes) of each cross-class episode:
-    each group of at least 2 classes in turn is meta-test, the others meta-train; an episode with no row on
-    either side over the global batch is left out."""
-    episodes = []
+@dataclass(frozen=True)
+class Side:
+    """One side (meta-train or meta-test) of an episode: its rows of this process's batch, how many rows
+    that is here and over all processes (the denominator of its loss), and, for the class split, its classes."""
+
+    rows: torch.Tensor
+    count: int
+    global_count: int
+    classes: torch.Tensor | None = None
+
+
+def class_episodes(labels: torch.Tensor, groups: list[torch.Tensor]) -> list[tuple[Side, Side]]:
+    """(meta-train, meta-test) of each cross-class episode: each group of at least 2 classes in turn is
+    meta-test, the others meta-train; an episode with no row on either side over the global batch is left
+    out. Every side's counts are read in one transfer (one collective call with several processes)."""
+    candidates = []
     for k, test_classes in enumerate(groups):
-        train_classes = torch.cat([g for j, g in enumerate(groups) if j != k])
         if len(test_classes) < 2:
             continue
-        train_rows, test_rows = torch.isin(labels, train_classes), torch.isin(labels, test_classes)
-        if any_global(train_rows) and any_global(test_rows):
-            episodes.append((train_rows, train_classes, test_rows, test_classes))
-    return episodes
+        train_classes = torch.cat([g for j, g in enumerate(groups) if j != k])
+        candidates.append(((torch.isin(labels, train_classes), train_classes),
+                           (torch.isin(labels, test_classes), test_classes)))
+    return _with_rows(candidates)
 
 
-def domain_episodes(domains: torch.Tensor, released: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(meta-test rows, meta-train rows) of each episode of the cross-domain split, over the global batch; an
-    episode with no row on either side is left out.
+def domain_episodes(domains: torch.Tensor, released: bool) -> list[tuple[Side, Side]]:
+    """(meta-train, meta-test) of each episode of the cross-domain split, over the global batch; an episode
+    with no row on either side is left out.
 
     Clean: every source domain present in the batch is meta-test once, the other rows meta-train. Released:
     as the released code, N = the number of distinct domains in the batch, episode ``i`` tests on domain id
@@ -113,10 +123,26 @@ def domain_episodes(domains: torch.Tensor, released: bool) -> list[tuple[torch.T
     present = global_sum(torch.bincount(domains, minlength=size)) if size else torch.zeros(0)
     if released:
         n = int((present > 0).sum())
-        pairs = [(domains == i, (domains < n) & (domains != i)) for i in range(n)]
+        pairs = [((domains < n) & (domains != i), domains == i) for i in range(n)]
     else:
-        pairs = [(domains == d, domains != d) for d in torch.nonzero(present).flatten().tolist()]
-    return [(test, train) for test, train in pairs if any_global(train) and any_global(test)]
+        pairs = [(domains != d, domains == d) for d in torch.nonzero(present).flatten().tolist()]
+    return _with_rows([((train, None), (test, None)) for train, test in pairs])
+
+
+def _with_rows(candidates: list) -> list[tuple[Side, Side]]:
+    """The candidate episodes ``((train rows, classes), (test rows, classes))`` whose two sides both have rows
+    over the global batch, as :class:`Side` pairs: all counts summed here and over processes in one go."""
+    if not candidates:
+        return []
+    local = torch.stack([rows.sum() for pair in candidates for rows, _ in pair])
+    counts = torch.stack([local, global_sum(local)]).tolist()
+    episodes = []
+    for i, ((train_rows, train_classes), (test_rows, test_classes)) in enumerate(candidates):
+        (train_here, test_here), (train_all, test_all) = counts[0][2 * i:2 * i + 2], counts[1][2 * i:2 * i + 2]
+        if train_all > 0 and test_all > 0:
+            episodes.append((Side(train_rows, int(train_here), int(train_all), train_classes),
+                             Side(test_rows, int(test_here), int(test_all), test_classes)))
+    return episodes
 
 
 def relabel(labels: torch.Tensor, classes: torch.Tensor, n: int) -> torch.Tensor:
@@ -124,8 +150,3 @@ def relabel(labels: torch.Tensor, classes: torch.Tensor, n: int) -> torch.Tensor
     lookup = torch.full((n,), -1, dtype=torch.long, device=labels.device)
     lookup[classes] = torch.arange(len(classes), device=labels.device)
     return lookup[labels]
-
-
-def any_global(rows: torch.Tensor) -> bool:
-    """Whether any process has a row selected."""
-    return bool(global_sum(rows.sum()).item() > 0)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..distributed import world_size
 from ..templates import TEMPLATE_STYLES, prompt_classnames, templates_for
 from ..validation import at_least, one_of, validate
+from ..distributed import global_count
 from . import domain_split
-from .base import Batch, accuracy
+from .base import Batch, step_stats
 from .domain_split import Episode, MetaRule
 from .ivlp import IVLP, IVLPConfig
 
@@ -90,7 +90,8 @@ class MetaPrompt(IVLP):
     def on_classes_changed(self) -> None:
         super().on_classes_changed()
         names = self.classnames if self.cfg.raw_template_names else prompt_classnames(self.classnames)
-        self.frozen_text = self.clip.zero_shot_classifier(names, templates_for(self.dataset, self.cfg.templates))
+        frozen = self.clip.zero_shot_classifier(names, templates_for(self.dataset, self.cfg.templates))
+        self.register_buffer("frozen_text", frozen, persistent=False)
 
     # ------------------------------------------------------------------ logits
     def image_logits(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,12 +112,14 @@ class MetaPrompt(IVLP):
         return (logits_i + logits_t) / 2
 
     # ------------------------------------------------------------------ training
-    def forward_backward(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """(a) the in-domain update of both prompts, then (b) the domain-split update."""
+    def forward_backward(self, batch: Batch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """(a) the in-domain update of both prompts, then (b) the domain-split update; the in-domain step's
+        :func:`~metaprompt.methods.base.step_stats`."""
         lr = optimizer.param_groups[0]["lr"]
         frozen, loss, logits = self.in_domain_update(batch, optimizer)
+        stats = step_stats(loss, logits, batch.labels)
         self.meta_update(batch, frozen, optimizer, lr)
-        return {"loss": float(loss.detach()) * world_size(), "acc": accuracy(logits.detach(), batch.labels)}
+        return stats
 
     def in_domain_update(self, batch: Batch, optimizer: torch.optim.Optimizer):
         """(a): one step of ``CE(logits) + CE(logits_i) + CE(logits_t)`` on both prompts; returns the batch's
@@ -124,7 +127,8 @@ class MetaPrompt(IVLP):
         frozen = self.frozen_image_features(batch.images)
         logits_i, logits_t = self.pair_logits(batch.images, frozen)
         logits = (logits_i + logits_t) / 2
-        loss = sum(self.cross_entropy(x, batch.labels) for x in (logits, logits_i, logits_t))
+        count = global_count(batch.labels.numel())
+        loss = sum(self.cross_entropy(x, batch.labels, count) for x in (logits, logits_i, logits_t))
         self.step(loss, optimizer)
         return frozen, loss, logits
 
@@ -147,37 +151,37 @@ class MetaPrompt(IVLP):
     def class_episodes(self, batch: Batch, frozen: torch.Tensor) -> list[Episode]:
         """Cross-class episodes: CE of logits_t (only the prompted text is needed) over each side's classes."""
         groups = [g.to(batch.labels.device) for g in self.class_groups()]
-        sides = domain_split.class_episodes(batch.labels, groups)
-        return [Episode(self.class_loss(batch, frozen, train_rows, train_classes),
-                        self.class_loss(batch, frozen, test_rows, test_classes))
-                for train_rows, train_classes, test_rows, test_classes in sides]
+        return [Episode(self.class_loss(batch, frozen, train), self.class_loss(batch, frozen, test))
+                for train, test in domain_split.class_episodes(batch.labels, groups)]
 
     def domain_episodes(self, batch: Batch) -> list[Episode]:
         """Cross-domain episodes: CE of logits_i (only the prompted image is needed) over all classes."""
-        pairs = domain_split.domain_episodes(batch.domains, released=self.cfg.compat == "released")
-        return [Episode(self.domain_loss(batch, train_rows), self.domain_loss(batch, test_rows))
-                for test_rows, train_rows in pairs]
+        sides = domain_split.domain_episodes(batch.domains, released=self.cfg.compat == "released")
+        return [Episode(self.domain_loss(batch, train), self.domain_loss(batch, test)) for train, test in sides]
 
-    def class_loss(self, batch: Batch, frozen: torch.Tensor, rows: torch.Tensor, classes: torch.Tensor):
-        """CE of logits_t on the rows' images over ``classes`` (relabelled), computed when called."""
+    def class_loss(self, batch: Batch, frozen: torch.Tensor, side: domain_split.Side):
+        """CE of logits_t on the side's images over its classes (relabelled), computed when called."""
         def loss() -> torch.Tensor:
+            rows, classes = side.rows, side.classes
             if self.options.reuse_frozen_features:
                 logits = self.text_logits(frozen[rows], classes)
             else:
                 logits = self.reference_pass(batch.images)[1][rows][:, classes]
-            return self.cross_entropy(logits, domain_split.relabel(batch.labels[rows], classes, self.num_classes))
+            labels = domain_split.relabel(batch.labels[rows], classes, self.num_classes)
+            return self.cross_entropy(logits, labels, side.global_count)
         return loss
 
-    def domain_loss(self, batch: Batch, rows: torch.Tensor):
-        """CE of logits_i on the rows' images over all classes, computed when called."""
+    def domain_loss(self, batch: Batch, side: domain_split.Side):
+        """CE of logits_i on the side's images over all classes, computed when called."""
         def loss() -> torch.Tensor:
-            if not rows.any():  # none of this process's images: a zero share that stays on the prompts' graph
+            rows = side.rows
+            if not side.count:  # none of this process's images: a zero share that stays on the prompts' graph
                 logits = (self.visual_prompts * 0).sum() + batch.images.new_zeros(0, self.num_classes)
             elif self.options.reuse_frozen_features:
                 logits = self.image_logits(batch.images[rows])
             else:
                 logits = self.reference_pass(batch.images)[0][rows]
-            return self.cross_entropy(logits, batch.labels[rows])
+            return self.cross_entropy(logits, batch.labels[rows], side.global_count)
         return loss
 
     def reference_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
