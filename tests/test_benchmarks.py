@@ -30,3 +30,22 @@ def test_bench_speed_waits_for_and_measures_the_gpu_it_runs_on(monkeypatch):
     with bench.CudaPeak(device) as peak:
         pass
     assert peak.peak == 40 and calls and all(d == device for _, d in calls), calls
+
+
+def test_the_gpu_smoke_script_runs_its_cpu_steps_as_a_dry_run(tmp_path):
+    """benchmarks/gpu_smoke.sh --dry-run: every step that a CPU can run passes (methods in fp32 and bf16, the
+    fp16 policy, a resume after SIGTERM, torchrun with gloo), the GPU-only ones are skipped, one summary."""
+    import os
+    import subprocess
+
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_smoke.sh"), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})
+    summary = (tmp_path / "gpu_smoke.md").read_text()
+    assert done.returncode == 0, summary + done.stderr[-2000:]
+    assert "7 passed, 0 failed, 4 skipped" in summary, summary
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in summary.splitlines()[4:]}
+    assert rows == {"environment": "PASS", "world": "PASS", "methods-fp32": "PASS", "methods-bf16": "PASS",
+                    "methods-fp16-pure": "SKIP", "fp16": "PASS", "published": "SKIP", "gpu-tests": "SKIP",
+                    "resume": "PASS", "torchrun": "PASS", "bench-speed": "SKIP"}, summary
+    assert "ended bit-identical" in summary and "every collective on cpu tensors under gloo: passed" in summary

@@ -168,6 +168,22 @@ def test_auto_precision_is_bf16_on_a_gpu_and_fp32_elsewhere():
     assert resolve_precision("fp16-pure", "cpu") == "fp32" and resolve_precision("fp32", "cuda") == "fp32"
 
 
+def test_fp32_turns_tf32_off_for_matrix_products_and_convolutions(tiny_model_name):
+    """torch leaves TF32 on for cuDNN by default, and the patch embedding is a convolution: fp32 switches it
+    off (the switches are read by the CUDA kernels; here only their values can be checked)."""
+    from metaprompt.clip import load_clip
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        load_clip(tiny_model_name, None, precision="bf16")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        load_clip(tiny_model_name, None, precision="fp32")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def test_fp16_training_without_loss_scaling_is_refused_with_what_to_use(tmp_path, model, capsys):
     from helpers import make_image_folder, train_args
     from metaprompt.cli import main

@@ -2,6 +2,8 @@
 shortcut on equal those with every shortcut off (the reference computation), in fp32 to 1e-4; the memory
 options (class chunks, text checkpointing) give the same features and gradients."""
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,14 +32,15 @@ CONFIGS = {
 }
 
 
-def build(model, config: str, options: ComputeOptions, classnames=CLASSES, items=(), precision="fp32"):
+def build(model, config: str, options: ComputeOptions, classnames=CLASSES, items=(), precision="fp32",
+          device="cpu"):
     """The method as a run builds it, with the same random prompts for every ``options``."""
     method, method_config = CONFIGS[config]
     cfg = RunConfig(method, model=model[0], pretrained=model[1], method_config=method_config,
                     train=TrainConfig(precision=precision))
     task = DatasetSplits("test", list(classnames), list(items), [], [])
     torch.manual_seed(0)
-    return build_method_for_run(cfg, task, "cpu", options)
+    return build_method_for_run(cfg, task, device, options)
 
 
 def batches(n: int = 2) -> list[Batch]:
@@ -71,6 +74,22 @@ def test_training_steps_and_logits_are_the_same_with_shortcuts_off(model, config
     prompts_off, logits_off = train_and_predict(off, steps, test_images)
     assert any((prompts_on[n] - start[n]).abs().max() > 100 * ATOL for n in start)  # training moved them
     assert_same(prompts_on, prompts_off)
+    assert torch.allclose(logits_on, logits_off, atol=ATOL), (logits_on - logits_off).abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_shortcuts_on_and_off_agree_on_the_gpu(model, config):
+    """The same on CUDA in exact fp32 (no TF32), where other kernels (fused attention, cuBLAS) run: the
+    shortcuts change what is computed, not the result."""
+    device = torch.device("cuda")
+    steps = [dataclasses.replace(b, images=b.images.to(device), labels=b.labels.to(device),
+                                 domains=b.domains.to(device)) for b in batches()]
+    test_images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
+    on, off = build(model, config, ON, device="cuda"), build(model, config, OFF, device="cuda")
+    prompts_on, logits_on = train_and_predict(on, steps, test_images)
+    prompts_off, logits_off = train_and_predict(off, steps, test_images)
+    assert_same({n: t.cpu() for n, t in prompts_on.items()}, {n: t.cpu() for n, t in prompts_off.items()})
     assert torch.allclose(logits_on, logits_off, atol=ATOL), (logits_on - logits_off).abs().max()
 
 
@@ -188,3 +207,33 @@ def test_bf16_autocast_trains_and_evaluates_on_cpu(model, folder, config, monkey
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in bf16.trainer.state.history)
     assert any((bf16.trained[n] - bf16.start[n]).abs().max() > 0 for n in bf16.start)
     assert torch.allclose(bf16.logits, fp32.logits, atol=0.05 * fp32.logits.abs().max())
+
+
+def test_decoded_test_images_are_reused_by_the_next_evaluation_with_the_same_logits(model, tmp_path, monkeypatch):
+    """A sweep tests on the same images again (another seed, another class subset): the second evaluation
+    reads none of them from disk and computes the logits the first computed, bit for bit."""
+    from metaprompt.data import dataset as data_module
+    from metaprompt.evaluation import DecodedImages, evaluate
+
+    root = make_image_folder(tmp_path, FOLDER_CLASSES, {"test": 3})
+    items = folder_items(root, FOLDER_CLASSES, "test")
+    method = build(model, "maple", ON, classnames=FOLDER_CLASSES)
+    loads = []
+    original = data_module.load_image
+    monkeypatch.setattr(data_module, "load_image", lambda *a, **k: loads.append(a[0]) or original(*a, **k))
+    decoded = DecodedImages()
+    first = evaluate(method, items, batch_size=4, num_workers=0, progress=False, decoded=decoded)
+    assert len(loads) == len(items) and decoded.held == len(items) * 3 * 32 * 32
+    second = evaluate(method, items, batch_size=4, num_workers=0, progress=False, decoded=decoded)
+    assert len(loads) == len(items) and torch.equal(first.logits, second.logits)
+    assert torch.equal(first.labels, second.labels)
+    uncached = evaluate(method, items, batch_size=4, num_workers=0, progress=False, decoded=None)
+    assert torch.equal(uncached.logits, first.logits)
+    full = DecodedImages(budget=3 * 32 * 32 * 2)  # room for two images: the rest is read again next time
+    evaluate(method, items, batch_size=4, num_workers=0, progress=False, decoded=full)
+    assert len(full.images) == 2 and full.lookup(items, 32) is None
+    changed = Path(items[0].impath)  # a file rewritten since is decoded again, not served from memory
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    assert decoded.lookup(items, 32) is None
+    evaluate(method, items, batch_size=4, num_workers=0, progress=False, decoded=decoded)
+    assert len(loads) == 4 * len(items) and decoded.lookup(items, 32) is not None

@@ -282,11 +282,21 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
         _warn(f"precision {PURE_FP16} runs on CUDA only; on {device_type} this run uses fp32, "
               "with everything else the same")
     precision = resolve_precision(precision, device_type)
+    if precision == "fp32":
+        exact_fp32()
     if name == WORLD_MODEL:
         clip = _load_world(pretrained, source, precision)
     else:
         clip = _load_open_clip(name, pretrained, source, precision)
     return clip.to(device)
+
+
+def exact_fp32() -> None:
+    """fp32 means fp32 on a GPU too: no TF32 in cuBLAS matrix products or in cuDNN convolutions (the patch
+    embedding), forward and backward. Process-wide, as torch's own switches are; torch's default leaves TF32 on
+    for cuDNN."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _load_world(pretrained: str | None, source: ModelSource, precision: str) -> PromptCLIP:
@@ -342,7 +352,7 @@ def _register_config_file(name: str) -> str:
 
 
 def _warn(message: str) -> None:
-    print(f"metaprompt: warning: {message}", file=sys.stderr)
+    sys.stderr.write(f"metaprompt: warning: {message}\n")
 
 
 def _known_tags(arch: str) -> list[str]:

@@ -293,7 +293,7 @@ def _from_preset(preset: str, data: dict) -> RunConfig:
 def warn_departures(cfg: RunConfig) -> None:
     line = cfg.departure_line()
     if line:
-        print(f"metaprompt: warning: {line}", file=sys.stderr)
+        sys.stderr.write(f"metaprompt: warning: {line}\n")
 
 
 def _preset_keys(data: dict) -> list[str]:

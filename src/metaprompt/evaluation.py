@@ -2,6 +2,8 @@
 several (each evaluates its share and all receive the gathered logits)."""
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .data.base import Datum
 from .data.dataset import ImageDataset, collate, loader_workers
-from .data.transforms import test_transform
+from .data.transforms import decode_transform, normalize_batch
 from .errors import MetapromptError
 from .methods.base import PromptMethod, accuracy
 
@@ -26,30 +28,95 @@ class EvalResult:
     seconds: float = 0.0
 
 
+DECODED_BUDGET_BYTES = 4 * 2**30
+"""Memory for decoded test images kept for the next evaluation on them (see :class:`DecodedImages`)."""
+
+
+class DecodedImages:
+    """Test images decoded, resized and centre-cropped once per process (uint8, ``size`` px), for the next
+    evaluation on the same images: a sweep's other seeds and class subsets test on them again, and on a GPU
+    decoding them is most of an evaluation's time. Kept until ``budget`` bytes are held; the values are
+    those the evaluation would decode again (see :func:`~metaprompt.data.transforms.normalize_batch`)."""
+
+    def __init__(self, budget: int = DECODED_BUDGET_BYTES):
+        self.budget, self.held = budget, 0
+        self.images: dict[tuple, torch.Tensor] = {}
+        """(path, file size, mtime, size) -> image (an unreadable image is never kept: it is read, and skipped,
+        again; a file changed since is decoded again)."""
+
+    @staticmethod
+    def _key(item: Datum, size: int) -> tuple | None:
+        try:
+            stat = os.stat(item.impath)
+        except OSError:
+            return None
+        return item.impath, stat.st_size, stat.st_mtime_ns, size
+
+    def lookup(self, items: list[Datum], size: int) -> list[torch.Tensor] | None:
+        """Every item's stored image, or None unless all are stored."""
+        found = [self.images.get(self._key(item, size)) for item in items]
+        return None if any(image is None for image in found) else found
+
+    def keep(self, item: Datum, size: int, image: torch.Tensor) -> None:
+        key = self._key(item, size)
+        if key is None:
+            return
+        if key not in self.images and self.held + image.numel() <= self.budget:
+            self.images[key] = image
+            self.held += image.numel()
+
+
+DECODED = DecodedImages()
+
+
 def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, num_workers: int | None = None,
-             progress: bool = True, skip_bad_images: bool = False, desc: str = "evaluate") -> EvalResult:
+             progress: bool = True, skip_bad_images: bool = False, desc: str = "evaluate",
+             decoded: DecodedImages | None = DECODED) -> EvalResult:
     """Logits of every item over the method's current classes, and the accuracy (%), in this process
-    (``num_workers`` None: see :func:`metaprompt.data.dataset.loader_workers`)."""
+    (``num_workers`` None: see :func:`metaprompt.data.dataset.loader_workers`). Images are decoded as uint8,
+    normalised on the device, and kept in ``decoded`` for the next evaluation on them (None: not kept)."""
     if not items:
         raise MetapromptError("the evaluation split is empty")
     start = time.perf_counter()
     clip = method.clip
-    dataset = ImageDataset(items, test_transform(clip.image_size, clip.mean, clip.std), skip_bad_images=skip_bad_images)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=loader_workers(num_workers, method.device),
-                        pin_memory=method.device.type == "cuda")
     logits, labels, skipped = [], [], 0
     with method.evaluation():
-        for raw in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-            skipped += raw["skipped"]
-            if "image" not in raw:
+        for images, batch_labels, batch_skipped in tqdm(
+                _decoded_batches(items, clip.image_size, batch_size, num_workers, method.device, skip_bad_images,
+                                 decoded),
+                total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
+                dynamic_ncols=True):
+            skipped += batch_skipped
+            if images is None:
                 continue
-            logits.append(method.model_inference(raw["image"].to(method.device, non_blocking=True)).float().cpu())
-            labels.append(raw["label"])
+            inputs = normalize_batch(images.to(method.device, non_blocking=True), clip.mean, clip.std)
+            logits.append(method.model_inference(inputs).float().cpu())
+            labels.append(batch_labels)
     if not logits:
         raise MetapromptError("no readable image in the evaluation split")
     all_logits, all_labels = torch.cat(logits), torch.cat(labels)
     return EvalResult(accuracy(all_logits, all_labels), all_logits, all_labels, skipped, time.perf_counter() - start)
+
+
+def _decoded_batches(items: list[Datum], size: int, batch_size: int, num_workers: int | None, device: torch.device,
+                     skip_bad_images: bool, decoded: DecodedImages | None):
+    """(uint8 images or None, labels, skipped count) per batch of ``items``, from ``decoded`` when it holds
+    them all, else loaded (and kept there)."""
+    stored = decoded.lookup(items, size) if decoded is not None else None
+    if stored is not None:
+        for i in range(0, len(items), batch_size):
+            yield (torch.stack(stored[i:i + batch_size]),
+                   torch.tensor([item.label for item in items[i:i + batch_size]], dtype=torch.long), 0)
+        return
+    dataset = ImageDataset(items, decode_transform(size), skip_bad_images=skip_bad_images)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=loader_workers(num_workers, device), pin_memory=device.type == "cuda")
+    for raw in loader:
+        if decoded is not None and "image" in raw:
+            kept = raw["image"].clone()  # ordinary memory (not the loader's pinned or shared buffers), one per batch
+            for index, image in zip(raw["index"].tolist(), kept):
+                decoded.keep(items[index], size, image)
+        yield raw.get("image"), raw.get("label"), raw["skipped"]
 
 
 def evaluate_sharded(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int | None,

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message, code = explain(err)
         if not (isinstance(err, PeerError) and os.environ.get("RANK", "0") != "0"):
-            print(f"metaprompt: {message}", file=sys.stderr)  # the process that failed prints its own error
+            # the process that failed prints its own error, in one write: processes share the stream
+            sys.stderr.write(f"metaprompt: {message}\n")
+            sys.stderr.flush()
         return code
 
 

@@ -16,6 +16,17 @@ if TYPE_CHECKING:
 CLASS_SUBSETS = ("base", "new", "all")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, once: options whose help already says its default (or that have
+    none to say: flags, None, empty lists) are left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def add_data_args(p: argparse.ArgumentParser, classes_default: str = "all") -> None:
     p.add_argument("--dataset", required=True,
                    help="dataset name (eurosat, oxford_pets, pacs, world, ...; see `metaprompt data check`) "
@@ -75,7 +86,7 @@ def add_artifact_args(p: argparse.ArgumentParser) -> None:
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2 on the CPU; on a GPU the CPU cores per local process less one, at most 8)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip truncated or unreadable images (counted in the results) instead of stopping")
     p.add_argument("--deterministic", action="store_true",

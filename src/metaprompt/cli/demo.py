@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..config import RunConfig, resolve
 from ..world.domains import DOMAINS
 from ..world.render import render_world
-from .common import add_device_arg, device_of
+from .common import HelpFormatter, add_device_arg, device_of
 
 DEMO_METHODS = ("zeroshot", "coop", "ivlp", "metaprompt")
 FIRST_RESULTS = ("zeroshot", "coop")
@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "domains, to show the held-out-domain gap) and write a PNG figure. The zero-shot and CoOp "
                     "base-to-new table comes first, as soon as those two runs are done. "
                     "Re-running resumes and skips what is finished.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", default="metaprompt-demo", help="folder for the world, the runs and the figure")
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS, help="methods to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds of each run")

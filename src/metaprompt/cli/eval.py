@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import add_artifact_args, add_data_args, add_runtime_args, compute_options, start_runtime, task_spec
+from .common import HelpFormatter, add_artifact_args, add_data_args, add_runtime_args, compute_options, start_runtime, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a prompt artifact on a dataset",
         description="Evaluate trained prompts on a dataset's test split over its base, new or all classes "
                     "(any class list works: the prompts do not depend on the training classes).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_artifact_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
     p.add_argument("--batch-size", type=int, default=100, help="test batch size")
@@ -40,7 +40,7 @@ def command(args: argparse.Namespace) -> int:
     method = load_method(args.prompts, device=start_runtime(args), pretrained=args.pretrained, precision=args.precision)
     method.set_options(options)
     method.set_classes(task.classnames)
-    result = evaluate(method, items, args.batch_size, 2 if args.workers is None else args.workers,
+    result = evaluate(method, items, args.batch_size, args.workers,
                       progress=not args.no_progress, skip_bad_images=args.skip_bad_images, desc=args.split)
     if args.dump_logits:
         Path(args.dump_logits).parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import add_artifact_args, add_device_arg, device_of
+from .common import HelpFormatter, add_artifact_args, add_device_arg, device_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict", help="classify images with a prompt artifact",
         description="Print the top-k classes (with probabilities) of each image under trained prompts; the "
                     "class list defaults to the artifact's training classes and can be any list.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_artifact_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: the artifact's)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args, add_data_args, add_runtime_args, compute_options, run_config, start_runtime, task_spec
+from .common import HelpFormatter, add_config_args, add_data_args, add_runtime_args, compute_options, run_config, start_runtime, task_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "artifact with the full resolved config, and report test accuracy. Re-running the same "
                     "command resumes an interrupted run; a finished run is kept unless --overwrite is given. "
                     "Launch with `torchrun --nproc_per_node N -m metaprompt train ...` for several processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_config_args(p)
     p.add_argument("--shots", type=int, default=None, help="training images per class (0 = all; default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="random seed of the few-shot draw and training (default: the preset's)")

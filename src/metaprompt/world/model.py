@@ -79,7 +79,8 @@ def _checked_metadata(path: Path, f) -> dict[str, str]:
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
-        raise MetapromptError(f"world CLIP checkpoint {path} not found (expected a .safetensors file)")
+        raise MetapromptError(f"world CLIP checkpoint {path} not found (expected a .safetensors file; "
+                              "--pretrained none loads the one shipped with the package)")
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, _checked_metadata(path, f)
 
