@@ -80,6 +80,14 @@ def broadcast_from_main(tensors: list[torch.Tensor]) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def from_main(value: int) -> int:
+    """Rank 0's ``value`` on every process (its own when not distributed): decisions that read files, which
+    processes could otherwise see change between their reads, are taken once."""
+    if not is_distributed():
+        return value
+    return int(global_sum(torch.tensor(value if is_main() else 0, dtype=torch.int64)).item())
+
+
 def fail_together(error: BaseException | None) -> None:
     """Every process calls this at the same point with the error it met there, or None. If any met one, all
     raise (the process that met it its own error, the others :class:`PeerError`) instead of leaving the others

@@ -15,12 +15,14 @@ seed, dataset, method, versions, wall time), written last::
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from . import distributed as dist
 from .artifact import read_artifact
@@ -33,6 +35,7 @@ from .errors import MetapromptError
 from .evaluation import evaluate_sharded
 from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment, is_finished,
                          read_json, run_task, train_run, write_json)
+from .leases import STALE_SECONDS, Claim, Holder, Leases
 from .methods import ComputeOptions, PromptMethod
 from .tasks import TaskSpec, build_task
 
@@ -48,6 +51,10 @@ class Runtime:
     skip_bad_images: bool = False
     log: Callable[[str], None] = print
     """Receives one line per run: what it was and whether it was done or skipped."""
+    lease_timeout: float = STALE_SECONDS
+    """A run claimed by a worker whose lease was not refreshed for this long is taken over (see leases)."""
+    poll_seconds: float = 2.0
+    """How often a worker with nothing to claim looks again at the runs other workers hold."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class SweepRun:
     """The dataset it reads (checked for before the sweep starts)."""
     record: dict
     execute: Callable[[], Outcome]
+    after: Path | None = None
+    """A run folder whose result this run needs first (a cross-dataset target needs its source run)."""
 
 
 def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: str | Path, out: str | Path,
@@ -93,7 +102,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
             runs.append(SweepRun(f"base2new {name} {dataset} seed {seed}", folder, dataset,
                             _record("base2new", name, seeded, dataset),
                             lambda c=seeded, s=spec, f=folder: _base_to_new(c, s, f, read(s.dataset), runtime)))
-    return sweep(runs, root, runtime)
+    return sweep(runs, root, runtime, SweepSettings(out, "base2new", name, cfg))
 
 
 def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out: str | Path,
@@ -121,7 +130,8 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
                             _record("dg", name, seeded, dataset, target=target),
                             lambda c=seeded, s=spec, f=folder: _leave_one_domain_out(
                                 c, s, f, read(s.dataset), runtime, source_accuracy)))
-    return sweep(runs, root, runtime)
+    return sweep(runs, root, runtime, SweepSettings(out, "dg", name, cfg, {"dataset": dataset,
+                                                                          "source_accuracy": source_accuracy}))
 
 
 def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], root: str | Path, out: str | Path,
@@ -145,32 +155,140 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
             artifact = os.path.relpath(source_folder / ARTIFACT_NAME, folder)
             runs.append(SweepRun(f"xd {name} {source} -> {target} seed {seed}", folder, target,
                             _record("xd", name, seeded, target, source=source, artifact=artifact),
-                            lambda t=target, m=model: m.transfer(build_task(TaskSpec(t, str(root)), splits=read(t)))))
-    return sweep(runs, root, runtime)
+                            lambda t=target, m=model: m.transfer(build_task(TaskSpec(t, str(root)), splits=read(t))),
+                            after=source_folder))
+    return sweep(runs, root, runtime, SweepSettings(out, "xd", name, cfg, {"source": source}))
 
 
-def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime) -> list[dict]:
-    """Execute the unfinished runs in order, writing each one's result.json; skip the finished ones.
-    Returns every run's result."""
+@dataclass(frozen=True)
+class SweepSettings:
+    """What makes two sweeps into one output folder the same sweep: the protocol, the name, the run config
+    (less its seed, which the runs vary, and what changes no result) and the protocol's own options."""
+
+    out: Path
+    protocol: str
+    name: str
+    cfg: RunConfig
+    options: dict = field(default_factory=dict)
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("train.seed", "train.num_workers")
+
+    def values(self) -> dict:
+        flat = {**_flatten(self.cfg.to_dict()), **{f"{self.protocol}.{k}": v for k, v in self.options.items()}}
+        return {key: value for key, value in flat.items() if key not in self.IGNORED}
+
+
+def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, settings: SweepSettings) -> list[dict]:
+    """Execute the unfinished runs, writing each one's result.json, together with any other worker running
+    the same sweep into the same folder (see :mod:`metaprompt.leases`): each run is claimed before it starts,
+    runs other workers hold are left to them (and taken over when their worker is gone), finished ones are
+    skipped. Returns every run's result, once all are finished."""
     _check_data(root, {run.dataset for run in runs if not (run.folder / RESULT_NAME).is_file()})
-    results = []
+    leases, error = None, None
+    if dist.is_main():
+        try:
+            leases = Leases(settings.out, stale_after=runtime.lease_timeout)
+            check_settings(leases, settings)
+        except MetapromptError as err:
+            error = err
+    dist.fail_together(error)
     for number, run in enumerate(runs, start=1):
-        prefix = f"[{number}/{len(runs)}] {run.label}"
-        path = run.folder / RESULT_NAME
-        if path.is_file():
-            runtime.log(f"{prefix}: skipped (finished)")
-            results.append(read_result(path))
+        if (run.folder / RESULT_NAME).is_file():
+            runtime.log(f"[{number}/{len(runs)}] {run.label}: skipped (finished)")
+    todo = [i for i, run in enumerate(runs) if not (run.folder / RESULT_NAME).is_file()]
+    waiting_on: tuple = ()
+    while True:
+        index, claim, held = _next_run(runs, todo, leases)
+        if index == DONE:
+            break
+        if index == WAIT:
+            if held != waiting_on:
+                runtime.log(f"waiting for {len(held)} run(s) other workers hold: {'; '.join(held)}")
+                waiting_on = held
+            time.sleep(runtime.poll_seconds)
             continue
-        start = time.perf_counter()
-        outcome = run.execute()
-        wall = time.perf_counter() - start
-        result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
-                  "environment": environment()}
-        write_json(path, result)
-        dist.barrier()
-        runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
-        results.append(result)
-    return results
+        waiting_on = ()
+        run = runs[index]
+        prefix = f"[{index + 1}/{len(runs)}] {run.label}"
+        if claim is not None and claim.taken_from is not None:
+            runtime.log(f"{prefix}: taken over from {claim.taken_from.name} (gone), resuming")
+        with claim or contextlib.nullcontext():
+            _execute(run, prefix, runtime)
+        if index in todo:
+            todo.remove(index)
+    return [read_result(run.folder / RESULT_NAME) for run in runs]
+
+
+DONE, WAIT = -1, -2
+
+
+def _next_run(runs: list[SweepRun], todo: list[int], leases: Leases | None) -> tuple[int, Claim | None, tuple]:
+    """The next run this worker executes and its claim, or DONE, or WAIT (with what the others hold). Rank 0
+    decides for all of a torchrun launch (and keeps ``todo``; the other ranks follow its decisions)."""
+    index, claim, held = DONE, None, []
+    if dist.is_main():
+        for i in list(todo):
+            run = runs[i]
+            if (run.folder / RESULT_NAME).is_file():
+                todo.remove(i)
+                continue
+            if run.after is not None and not (run.after / RESULT_NAME).is_file():
+                held.append(f"{run.label} (waits for its source run)")
+                continue
+            got = leases.claim(run.folder)
+            if isinstance(got, Holder):
+                held.append(f"{run.label} ({got.name})")
+                continue
+            if (run.folder / RESULT_NAME).is_file():  # finished between the look and the claim
+                got.release()
+                todo.remove(i)
+                continue
+            index, claim = i, got
+            break
+        else:
+            index = WAIT if held else DONE
+    return dist.from_main(index), claim, tuple(held)
+
+
+def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
+    start = time.perf_counter()
+    outcome = run.execute()
+    wall = time.perf_counter() - start
+    result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
+              "environment": environment()}
+    write_json(run.folder / RESULT_NAME, result)
+    dist.barrier()
+    runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
+
+
+def check_settings(leases: Leases, settings: SweepSettings) -> None:
+    """Record the sweep's settings in its folder, or refuse a sweep whose settings differ from those recorded
+    there, naming the first setting that differs."""
+    path = leases.dir.parent / "sweeps" / f"{settings.protocol}-{settings.name}.json"
+    wanted = json.loads(json.dumps(settings.values()))  # as JSON reads them back (tuples as lists)
+    with leases.locked():
+        if path.is_file():
+            stored = read_json(path)
+            for key in sorted(set(stored) | set(wanted)):
+                if stored.get(key, "(unset)") != wanted.get(key, "(unset)"):
+                    raise MetapromptError(
+                        f"{settings.out}: a {settings.protocol} sweep of {settings.name} with other settings runs or "
+                        f"ran here ({key} is {stored.get(key, '(unset)')!r} there, {wanted.get(key, '(unset)')!r} "
+                        f"in this command; recorded in {path}); pass another --out, or --name to keep both")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, wanted)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key in ("train", "method_config"):
+            flat.update(_flatten(value, ("method." if key == "method_config" else "train.")))
+        else:
+            flat[name] = value
+    return flat
 
 
 def with_seed(cfg: RunConfig, seed: int) -> RunConfig:

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Any error ends it with one line on stderr and a non-zero exit code (a traceback
     only when the environment sets METAPROMPT_DEBUG=1)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given (`run --gpus` starts workers with it)
     try:
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as err:

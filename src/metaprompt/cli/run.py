@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import argparse
-
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
 from ..config import protocol_preset
+from ..errors import MetapromptError
+from ..leases import STALE_SECONDS
 from .common import add_config_args, add_runtime_args, compute_options, run_config, start_runtime
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from ..protocols import Runtime
 
 LAYOUT = {
@@ -20,7 +27,10 @@ LAYOUT = {
 COMMON = ("Each run gets a folder of its own, {layout}, holding result.json (metrics, seed, dataset, method, "
           "versions, wall time) and, when it trains, its resolved config.yaml and artifact prompts.safetensors. "
           "Re-running the same command skips finished runs (those with a result.json) and resumes unfinished ones. "
-          "Tabulate with `metaprompt report OUT`.")
+          "Any number of workers started with the same command and --out (on this machine or others sharing the "
+          "file system, e.g. a SLURM job array) finish the sweep together: each claims a run before starting it, "
+          "and a run whose worker is gone is taken over and resumed. Tabulate with `metaprompt report OUT`.")
+SUMMARY_MARK = "sweep finished:"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the harmonic mean HM = 2*Base*New/(Base+New).")
     b2n.add_argument("--datasets", nargs="+", default=["all"], metavar="NAME",
                      help=f"datasets, or all = {' '.join(BASE_TO_NEW_DATASETS)}")
-    b2n.set_defaults(func=run_base2new_command)
+    b2n.set_defaults(func=protocol_command(run_base2new_command))
 
     dg = _protocol_parser(
         protocols, "dg", "domain generalisation (leave one domain out)",
@@ -51,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dg.add_argument("--source-accuracy", action="store_true",
                     help="also test each run on its source domains' test images (not its training shots), "
                          "reported as `source` beside the held-out domain's accuracy")
-    dg.set_defaults(func=run_dg_command)
+    dg.set_defaults(func=protocol_command(run_dg_command))
 
     xd = _protocol_parser(
         protocols, "xd", "cross-dataset transfer",
@@ -62,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     xd.add_argument("--source", default="imagenet", help="the dataset to train on (default: imagenet)")
     xd.add_argument("--targets", nargs="+", default=["all"], metavar="NAME",
                     help=f"target datasets, or all = {' '.join(CROSS_DATASET_TARGETS)} (without the source)")
-    xd.set_defaults(func=run_xd_command)
+    xd.set_defaults(func=protocol_command(run_xd_command))
 
 
 def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: str, description: str,
@@ -75,6 +85,13 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     p.add_argument("--name", default=None,
                    help="the method's name in folders and tables (default: the method), to compare variants")
     add_runtime_args(p)
+    workers = p.add_argument_group("several workers on one sweep")
+    workers.add_argument("--gpus", default=None, metavar="LIST",
+                         help="start one worker per listed GPU of this machine (e.g. 0,1,2,3), each seeing only its "
+                              "GPU, logging to OUT/.sweep/workers/; the summary is printed when all have finished")
+    workers.add_argument("--lease-timeout", type=float, default=STALE_SECONDS, metavar="SECONDS",
+                         help="take over a run whose worker has not refreshed its lease for this long (a worker on "
+                              "this machine whose process is gone is taken over at once) (default: %(default)s)")
     return p
 
 
@@ -83,34 +100,117 @@ def runtime_of(args: argparse.Namespace) -> "Runtime":
     from .. import distributed as dist
     from ..protocols import Runtime
 
+    if args.lease_timeout <= 0:
+        raise MetapromptError(f"--lease-timeout must be positive, got {args.lease_timeout}")
     device = start_runtime(args)
     return Runtime(device=device, options=compute_options(args), progress=not args.no_progress,
-                   skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None)
+                   skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None,
+                   lease_timeout=args.lease_timeout)
 
 
-def run_base2new_command(args: argparse.Namespace) -> int:
+def print_summary(results: list[dict]) -> None:
+    """Every worker of a sweep prints the same tables at its end: the sweep's results, read from its folder."""
+    from .. import distributed as dist
+    from ..results import build_report, render
+
+    if dist.is_main():
+        print(f"\n{SUMMARY_MARK} {len(results)} runs\n")
+        print(render(build_report(results).tables, "md"), end="")
+
+
+def protocol_command(run: "Callable[[argparse.Namespace], list[dict]]"):
+    """The command of a protocol: its sweep here, or (``--gpus``) one worker per GPU running it."""
+    def command(args: argparse.Namespace) -> int:
+        if args.gpus is not None:
+            return start_gpu_workers(args)
+        print_summary(run(args))
+        return 0
+    return command
+
+
+def gpu_list(text: str) -> list[int]:
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise MetapromptError(f"--gpus {text}: expected GPU indices separated by commas, e.g. 0,1,2,3") from None
+    if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+        raise MetapromptError(f"--gpus {text}: expected distinct GPU indices (0 or more), e.g. 0,1,2,3")
+    return gpus
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """The command line of one worker: this one without --gpus."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--gpus":
+            skip = True
+        elif not token.startswith("--gpus="):
+            out.append(token)
+    return out
+
+
+def start_gpu_workers(args: argparse.Namespace) -> int:
+    """One worker process per listed GPU (CUDA_VISIBLE_DEVICES set to it), all on this sweep; waits for them.
+    Their output goes to OUT/.sweep/workers/gpuN.log; the first finished worker's summary is printed."""
+    import torch
+
+    gpus = gpu_list(args.gpus)
+    if args.device not in (None, "cuda"):
+        raise MetapromptError(f"--gpus with --device {args.device}: each worker runs on the one GPU it is given; "
+                              "leave --device out")
+    count = torch.cuda.device_count()
+    if max(gpus) >= count:
+        raise MetapromptError(f"--gpus {args.gpus}: this machine shows {count} CUDA device(s)"
+                              + (f", 0 to {count - 1}" if count else " (torch.cuda.is_available() is False)"))
+    logs = Path(args.out) / ".sweep" / "workers"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MetapromptError(f"cannot write to the output folder {args.out} ({err.strerror})") from None
+    command = [sys.executable, "-m", "metaprompt", *worker_argv(args.argv)]
+    workers = []
+    for gpu in gpus:
+        log = logs / f"gpu{gpu}.log"
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        with log.open("w") as stream:
+            workers.append((gpu, log, subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)))
+        print(f"worker on GPU {gpu}: pid {workers[-1][2].pid}, log {log}", file=sys.stderr)
+    codes = {gpu: proc.wait() for gpu, _, proc in workers}
+    for gpu, log, _ in workers:
+        if codes[gpu] != 0:
+            errors = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("metaprompt:")]
+            print(f"worker on GPU {gpu} exited {codes[gpu]}: {errors[-1] if errors else 'see ' + str(log)}",
+                  file=sys.stderr)
+    finished = [log for gpu, log, _ in workers if codes[gpu] == 0]
+    if finished:
+        text = finished[0].read_text(errors="replace")
+        print(text[text.index(SUMMARY_MARK) - 1:] if SUMMARY_MARK in text else text, end="")
+    return max(codes.values())
+
+
+def run_base2new_command(args: argparse.Namespace) -> list[dict]:
     from ..protocols import run_base2new
 
     runtime = runtime_of(args)
     datasets = list(BASE_TO_NEW_DATASETS) if args.datasets == ["all"] else args.datasets
-    run_base2new(run_config(args), datasets, args.seeds, args.root, args.out, runtime, args.name)
-    return 0
+    return run_base2new(run_config(args), datasets, args.seeds, args.root, args.out, runtime, args.name)
 
 
-def run_dg_command(args: argparse.Namespace) -> int:
+def run_dg_command(args: argparse.Namespace) -> list[dict]:
     from ..protocols import run_dg
 
     runtime = runtime_of(args)
     cfg = run_config(args, {"shots": args.shots}, preset=protocol_preset("dg", args.method))
-    run_dg(cfg, args.dataset, args.seeds, args.root, args.out, runtime, args.name, args.targets, args.source_accuracy)
-    return 0
+    return run_dg(cfg, args.dataset, args.seeds, args.root, args.out, runtime, args.name, args.targets,
+                  args.source_accuracy)
 
 
-def run_xd_command(args: argparse.Namespace) -> int:
+def run_xd_command(args: argparse.Namespace) -> list[dict]:
     from ..protocols import run_xd
 
     runtime = runtime_of(args)
     targets = [t for t in CROSS_DATASET_TARGETS if t != args.source] if args.targets == ["all"] else args.targets
-    run_xd(run_config(args, preset=protocol_preset("xd", args.method)), args.source, targets, args.seeds, args.root,
-           args.out, runtime, args.name)
-    return 0
+    return run_xd(run_config(args, preset=protocol_preset("xd", args.method)), args.source, targets, args.seeds,
+                  args.root, args.out, runtime, args.name)
