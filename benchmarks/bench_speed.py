@@ -38,8 +38,8 @@ import torch
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count, shape_wrapper
 
+from metaprompt.costs import FlopCount
 from metaprompt.clip import AUTOCAST_DTYPES, PromptCLIP, exact_context, load_clip
 from metaprompt.precision import PRECISIONS
 from metaprompt.config import load_preset
@@ -115,47 +115,6 @@ class CudaPeak:
     def __exit__(self, *exc) -> None:
         torch.cuda.synchronize(self.device)
         self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
-
-
-def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-def _fused_attention_block_flops(query, *args, out_shape=None, **kwargs) -> int:
-    """nn.MultiheadAttention's inference fast path ([N, L, E] in): QKV and output projections, QK^T and AV."""
-    n, length, width = query
-    return 8 * n * length * width * width + 4 * n * length * length * width
-
-
-FLOP_FORMULAS = {
-    **flop_registry,
-    # ops torch's flop counter does not know: CPU attention, and the fused block that frozen passes take
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: shape_wrapper(_cpu_attention_flops),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: shape_wrapper(_cpu_attention_backward_flops),
-    torch.ops.aten._native_multi_head_attention: shape_wrapper(_fused_attention_block_flops),
-}
-
-
-class FlopCount(TorchDispatchMode):
-    """FLOPs of the ops run inside the mode, by torch's formulas (``torch.utils.flop_counter``) and the ones
-    above. Unlike ``FlopCounterMode`` it tracks no modules: its hooks keep activations alive (the memory of
-    a checkpointed pass looks 3x larger) and fail on a parameter passed as a module input under no_grad."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = FLOP_FORMULAS.get(func.overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

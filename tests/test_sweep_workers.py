@@ -85,9 +85,15 @@ def test_three_workers_finish_one_sweep_together_and_take_over_a_killed_one(root
         ours = json.loads((out / f"base2new/coop/world/seed{s}/result.json").read_text())
         theirs = json.loads((single / f"base2new/coop/world/seed{s}/result.json").read_text())
         assert ours["metrics"] == theirs["metrics"], s
-    summary = done.stdout[done.stdout.index("sweep finished:"):]
-    survivors = [t for t, code in zip(texts, codes) if code == 0]
-    assert all(t[t.index("sweep finished:"):] == summary for t in survivors)  # every worker prints the tables
+    def summary(text: str) -> str:
+        return text[text.index("sweep finished:"):]
+
+    def accuracy_tables(text: str) -> str:  # the cost table holds wall times, which differ between sweeps
+        return summary(text)[:summary(text).index("### Cost per run")]
+
+    survivors = [summary(t) for t, code in zip(texts, codes) if code == 0]
+    assert survivors[0] == survivors[1]  # every worker prints the same summary, costs included
+    assert accuracy_tables(survivors[0]) == accuracy_tables(done.stdout)
 
 
 def test_a_sweep_with_other_settings_in_the_same_folder_is_refused_naming_the_setting(root, tmp_path, capsys):

@@ -69,6 +69,8 @@ class PromptCLIP(nn.Module):
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
         self.source = source
         self.precision = precision
+        self.feature_store = None
+        """A :class:`~metaprompt.feature_store.FeatureStore` serving the hand-crafted classifiers, or None."""
         self.truncate_context = True
         self.text_checkpointing = False
         self.text_prompt_support = _text_prompt_problem(model)
@@ -200,7 +202,12 @@ class PromptCLIP(nn.Module):
     def zero_shot_classifier(self, classnames: list[str], templates: tuple[str, ...],
                              chunk: int = 1000) -> torch.Tensor:
         """Frozen hand-crafted text classifier [C, D]: per class, encode each template, normalise, average
-        over templates, re-normalise."""
+        over templates, re-normalise. From the sweep's feature store when one is attached (``feature_store``)."""
+        compute = lambda: self._zero_shot_classifier(classnames, templates, chunk)  # noqa: E731
+        return compute() if self.feature_store is None else \
+            self.feature_store.classifier(self, classnames, templates, compute)
+
+    def _zero_shot_classifier(self, classnames: list[str], templates: tuple[str, ...], chunk: int) -> torch.Tensor:
         per_template = []
         for template in templates:
             texts = [template.format(c) for c in classnames]

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
+from .costs import FlopCount
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
 from .data.base import Datum
@@ -114,6 +115,10 @@ class Trainer:
         self.state = TrainState()
         self.scalars = ScalarLog()
         self.skipped_images = 0
+        self.images_trained = 0
+        """Images this process trained on (in this invocation: a resumed run counts from its resumption)."""
+        self.step_flops: int | None = None
+        """FLOPs of this process's first training step, counted (None before it)."""
         self.stop = StopRequest()
 
     def _loader(self) -> DataLoader:
@@ -237,8 +242,16 @@ class Trainer:
         return has_data == dist.world_size()
 
     def _train_step(self, raw: dict, epoch: int) -> None:
-        """One optimisation step. Its loss and accuracy stay on the device until :meth:`_read_stats`."""
-        stats = self.method.forward_backward(to_batch(raw, self.method.device), self.optimizer)
+        """One optimisation step. Its loss and accuracy stay on the device until :meth:`_read_stats`. The
+        FLOPs of this process's first step are counted (the ops run as they would)."""
+        batch = to_batch(raw, self.method.device)
+        if self.step_flops is None:
+            with FlopCount() as counter:
+                stats = self.method.forward_backward(batch, self.optimizer)
+            self.step_flops = counter.flops
+        else:
+            stats = self.method.forward_backward(batch, self.optimizer)
+        self.images_trained += int(batch.labels.shape[0])
         self.state.step += 1
         self.pending.append((self.state.step, epoch * self.batches.num_batches + self.state.batch, stats))
 

@@ -16,6 +16,7 @@ from .data.base import Datum
 from .data.dataset import ImageDataset, collate, loader_workers
 from .data.transforms import decode_transform, normalize_batch
 from .errors import MetapromptError
+from .feature_store import FeatureStore
 from .methods.base import PromptMethod, accuracy
 
 
@@ -26,6 +27,8 @@ class EvalResult:
     labels: torch.Tensor
     skipped_images: int = 0
     seconds: float = 0.0
+    from_store: int = 0
+    """Images whose frozen features came from the feature store instead of the image encoder."""
 
 
 DECODED_BUDGET_BYTES = 4 * 2**30
@@ -71,29 +74,48 @@ DECODED = DecodedImages()
 
 def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, num_workers: int | None = None,
              progress: bool = True, skip_bad_images: bool = False, desc: str = "evaluate",
-             decoded: DecodedImages | None = DECODED) -> EvalResult:
+             decoded: DecodedImages | None = DECODED, store: FeatureStore | None = None) -> EvalResult:
     """Logits of every item over the method's current classes, and the accuracy (%), in this process
     (``num_workers`` None: see :func:`metaprompt.data.dataset.loader_workers`). Images are decoded as uint8,
-    normalised on the device, and kept in ``decoded`` for the next evaluation on them (None: not kept)."""
+    normalised on the device, and kept in ``decoded`` for the next evaluation on them (None: not kept). With a
+    ``store``, the frozen image features of a method that uses CLIP's own come from it, or are computed once
+    and put there (see :mod:`metaprompt.feature_store`)."""
     if not items:
         raise MetapromptError("the evaluation split is empty")
     start = time.perf_counter()
-    clip = method.clip
-    logits, labels, skipped = [], [], 0
+    key = store.image_key(method.clip, items, batch_size) if store is not None and method.frozen_image_encoder \
+        else None
     with method.evaluation():
+        stored = store.load(key, len(items)) if key is not None else None
+        if stored is not None:
+            store.counts.images_served += len(items)
+            logits = [method.model_inference(None, f.to(method.device)).float().cpu() for f in stored.split(batch_size)]
+            labels = torch.tensor([item.label for item in items], dtype=torch.long)
+            all_logits = torch.cat(logits)
+            return EvalResult(accuracy(all_logits, labels), all_logits, labels, 0, time.perf_counter() - start,
+                              from_store=len(items))
+        logits, labels, features, skipped = [], [], [], 0
         for images, batch_labels, batch_skipped in tqdm(
-                _decoded_batches(items, clip.image_size, batch_size, num_workers, method.device, skip_bad_images,
-                                 decoded),
+                _decoded_batches(items, method.clip.image_size, batch_size, num_workers, method.device,
+                                 skip_bad_images, decoded),
                 total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
                 dynamic_ncols=True):
             skipped += batch_skipped
             if images is None:
                 continue
-            inputs = normalize_batch(images.to(method.device, non_blocking=True), clip.mean, clip.std)
-            logits.append(method.model_inference(inputs).float().cpu())
+            inputs = normalize_batch(images.to(method.device, non_blocking=True), method.clip.mean, method.clip.std)
+            if key is None:
+                logits.append(method.model_inference(inputs).float().cpu())
+            else:  # the same computation, with the features kept for the store
+                batch_features = method.frozen_image_features(inputs)
+                features.append(batch_features.cpu())
+                logits.append(method.model_inference(None, batch_features).float().cpu())
             labels.append(batch_labels)
     if not logits:
         raise MetapromptError("no readable image in the evaluation split")
+    if key is not None and not skipped:
+        store.save(key, torch.cat(features))
+        store.counts.images_computed += len(items)
     all_logits, all_labels = torch.cat(logits), torch.cat(labels)
     return EvalResult(accuracy(all_logits, all_labels), all_logits, all_labels, skipped, time.perf_counter() - start)
 
@@ -120,15 +142,18 @@ def _decoded_batches(items: list[Datum], size: int, batch_size: int, num_workers
 
 
 def evaluate_sharded(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int | None,
-                     progress: bool = True, skip_bad_images: bool = False, desc: str = "test") -> EvalResult:
+                     progress: bool = True, skip_bad_images: bool = False, desc: str = "test",
+                     store: FeatureStore | None = None) -> EvalResult:
     """:func:`evaluate` over all ``items``; with several processes each evaluates its share (when every
     process has one) and all receive the gathered logits. Progress bars show on the main process only. An
-    error on one process's share (an unreadable image) stops every process, none left waiting."""
+    error on one process's share (an unreadable image) stops every process, none left waiting. The feature
+    ``store`` serves one process only (several evaluate without it)."""
     sharded = dist.world_size() > 1 and len(items) >= dist.world_size()
     result, error = None, None
     try:
         result = evaluate(method, dist.shard(items) if sharded else items, batch_size, num_workers,
-                          progress=progress and dist.is_main(), skip_bad_images=skip_bad_images, desc=desc)
+                          progress=progress and dist.is_main(), skip_bad_images=skip_bad_images, desc=desc,
+                          store=store if dist.world_size() == 1 else None)
     except MetapromptError as err:
         error = err
     dist.fail_together(error)

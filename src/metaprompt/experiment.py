@@ -29,11 +29,13 @@ from .artifact import save_artifact
 from .checkpoint import CHECKPOINT_NAME
 from .clip import load_clip
 from .config import RunConfig, warn_departures
+from .costs import peak_memory, reset_peak_memory, trainable_parameters
 from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
 from .engine import Trainer, seed_everything
 from .errors import MetapromptError
-from .evaluation import evaluate_sharded
+from .evaluation import EvalResult, evaluate_sharded
+from .feature_store import FeatureStore
 from .files import atomic_write_text
 from .methods import ComputeOptions, PromptMethod, build_method
 from .tasks import TaskSpec, build_task
@@ -161,10 +163,25 @@ def shortfall_note(task: DatasetSplits) -> str:
             f"({sum(s.shots - s.images for s in short)} images short): {listed}{more}")
 
 
-def build_method_for_run(cfg: RunConfig, task: DatasetSplits, device: str, options: ComputeOptions) -> PromptMethod:
-    """The run's CLIP (model, weights, precision) and its method for the task's classes and templates."""
+def build_method_for_run(cfg: RunConfig, task: DatasetSplits, device: str, options: ComputeOptions,
+                         store: FeatureStore | None = None) -> PromptMethod:
+    """The run's CLIP (model, weights, precision) and its method for the task's classes and templates; its
+    hand-crafted classifiers from ``store`` when given."""
     clip = load_clip(cfg.model, cfg.pretrained, device=device, precision=cfg.train.precision)
+    clip.feature_store = store
     return build_method(cfg.method, clip, task.classnames, cfg.method_config, dataset=task.template, options=options)
+
+
+def run_cost(method: PromptMethod, trainer: Trainer | None, train_seconds: float, result: EvalResult) -> dict:
+    """What training and testing the run cost (see :mod:`metaprompt.costs`); throughput counts every process."""
+    images = trainer.images_trained * dist.world_size() if trainer else 0
+    flops = trainer.step_flops if trainer else None
+    return {"trainable_parameters": trainable_parameters(method),
+            "train_step_gflop": flops * dist.world_size() / 1e9 if flops is not None else None,
+            "train_seconds": train_seconds, "train_images_per_second": images / train_seconds if images else None,
+            "eval_seconds": result.seconds, "eval_images": len(result.labels),
+            "eval_images_per_second": len(result.labels) / result.seconds if result.seconds else 0.0,
+            "test_features_from_store": result.from_store, **peak_memory(method.device)}
 
 
 class TrainedRun(NamedTuple):
@@ -175,18 +192,21 @@ class TrainedRun(NamedTuple):
 
 def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = "cpu",
               options: ComputeOptions | None = None, progress: bool = True, overwrite: bool = False,
-              skip_bad_images: bool = False, splits: DatasetSplits | None = None) -> TrainedRun:
+              skip_bad_images: bool = False, splits: DatasetSplits | None = None,
+              store: FeatureStore | None = None) -> TrainedRun:
     """Train (or resume) one run into ``out`` and evaluate it on the task's test split. ``splits`` is the
     dataset as read (read from ``spec`` when not given).
 
     Everything that can fail on bad input (config, data, model) is checked before anything is written; a
     failure before the first checkpoint leaves ``out`` as it was (see :func:`run_folder`). ``overwrite``
-    starts over instead of resuming.
+    starts over instead of resuming. ``store``: the sweep's frozen-feature store (see
+    :mod:`metaprompt.feature_store`), or None.
     """
     out = Path(out)
     task = run_task(spec, cfg, out, overwrite, splits)
     seed_everything(cfg.train.seed)
-    method = build_method_for_run(cfg, task, device, options or ComputeOptions())
+    method = build_method_for_run(cfg, task, device, options or ComputeOptions(), store)
+    reset_peak_memory(method.device)
     stored = record(cfg, spec)
     check_run_folder(out, stored, overwrite)
     if dist.is_main():
@@ -196,7 +216,7 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
             print(f"metaprompt: note: {note}", file=sys.stderr)
     with run_folder(out, stored, overwrite, task):
         start = time.perf_counter()
-        trained_steps, skipped, history = 0, 0, []
+        trained_steps, skipped, history, trainer = 0, 0, [], None
         if method.trainable_parameters() and cfg.train.epochs > 0:
             trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
                               skip_bad_images=skip_bad_images)
@@ -206,12 +226,12 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
         if dist.is_main():
             save_artifact(out / ARTIFACT_NAME, method)
     result = evaluate_sharded(method, task.test, cfg.train.test_batch_size, cfg.train.num_workers, progress,
-                              skip_bad_images)
+                              skip_bad_images, store=store)
     metrics = {"accuracy": result.accuracy, "num_test": len(result.labels), "num_classes": method.num_classes,
                "num_train": len(task.train), "train_steps": trained_steps, "train_seconds": train_seconds,
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
                "shortfall": shortfall_summary(task), "history": history, "precision": method.clip.precision,
-               "environment": environment()}
+               "cost": run_cost(method, trainer, train_seconds, result), "environment": environment()}
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)

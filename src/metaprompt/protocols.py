@@ -32,10 +32,12 @@ from .data.base import DatasetSplits
 from .data.fewshot import dg_source_test
 from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of
 from .errors import MetapromptError
-from .evaluation import evaluate_sharded
+from .costs import trainable_parameters
+from .evaluation import EvalResult, evaluate_sharded
 from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment, is_finished,
                          read_json, run_task, train_run, write_json)
-from .leases import STALE_SECONDS, Claim, Holder, Leases
+from .feature_store import FeatureStore
+from .leases import STALE_SECONDS, SWEEP_DIR, Claim, Holder, Leases
 from .methods import ComputeOptions, PromptMethod
 from .tasks import TaskSpec, build_task
 
@@ -55,6 +57,16 @@ class Runtime:
     """A run claimed by a worker whose lease was not refreshed for this long is taken over (see leases)."""
     poll_seconds: float = 2.0
     """How often a worker with nothing to claim looks again at the runs other workers hold."""
+    feature_store: bool = True
+    """Share frozen features between the sweep's runs and workers (results are the same without)."""
+    store: FeatureStore | None = None
+    """The sweep's store (set by the protocol runner from ``feature_store`` and the output folder)."""
+
+    def for_sweep(self, out: str | Path) -> "Runtime":
+        """This runtime with the store of the sweep into ``out``."""
+        if not self.feature_store:
+            return self
+        return replace(self, store=FeatureStore(Path(out) / SWEEP_DIR / "features"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,8 @@ class Outcome:
     metrics: dict[str, float]
     shortfall: dict | None = None
     """``{"classes": k, "missing_images": m}`` of a drawn run (see data.fewshot.shortfall_summary)."""
+    cost: dict | None = None
+    """What the run cost (see :func:`metaprompt.experiment.run_cost`), its every evaluation counted."""
 
     def summary(self) -> str:
         text = ", ".join(f"{key} {value:.2f}" for key, value in self.metrics.items())
@@ -91,7 +105,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
                  runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per dataset and seed: train on the base classes, then test base images over the base classes and
     new images over the new classes. Returns every run's result (metrics ``base``, ``new``, ``hm``)."""
-    runtime, name = runtime or Runtime(), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
     read = _dataset_reader(root)
     runs = []
     for dataset in datasets:
@@ -112,7 +126,7 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     train on ``cfg.train.shots`` shots per class per source domain, test on the target domain (metric
     ``accuracy``). With ``source_accuracy``, also test on the source domains' test images that were not
     trained on (metric ``source``), to show how much of a gain stays on the domains it was tuned on."""
-    runtime, name = runtime or Runtime(), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
     targets = targets or list(_domains(dataset))
     unknown = sorted(set(targets) - set(_domains(dataset)))
     if unknown:
@@ -138,7 +152,7 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
            runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per seed: train once on ``source`` (all classes), then test that one artifact on each target
     dataset's test split over the target's classes."""
-    runtime, name = runtime or Runtime(), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
     read = _dataset_reader(root)
     runs = []
     for seed in seeds:
@@ -255,7 +269,7 @@ def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
     outcome = run.execute()
     wall = time.perf_counter() - start
     result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
-              "environment": environment()}
+              "cost": outcome.cost, "environment": environment()}
     write_json(run.folder / RESULT_NAME, result)
     dist.barrier()
     runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
@@ -336,39 +350,56 @@ def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits
         metrics = read_json(folder / METRICS_NAME)
         return TrainedRun(_load_trained(cfg, folder, task, runtime), metrics, task)
     return train_run(cfg, spec, folder, device=runtime.device, options=runtime.options, progress=runtime.progress,
-                     skip_bad_images=runtime.skip_bad_images, splits=splits)
+                     skip_bad_images=runtime.skip_bad_images, splits=splits, store=runtime.store)
 
 
 def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:
     """The run's method built for ``task``'s classes, with the prompts of the run's artifact."""
-    method = build_method_for_run(cfg, task, runtime.device, runtime.options)
+    method = build_method_for_run(cfg, task, runtime.device, runtime.options, runtime.store)
     artifact = folder / ARTIFACT_NAME
     method.load_trained_tensors(read_artifact(artifact).tensors, source=str(artifact))
     return method
 
 
-def _accuracy_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runtime: Runtime) -> float:
-    """Accuracy of ``method`` on ``task``'s test images over ``task``'s classes, with its templates."""
+def _evaluate_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runtime: Runtime) -> EvalResult:
+    """``method`` on ``task``'s test images over ``task``'s classes, with its templates."""
     method.dataset = task.template
     method.set_classes(task.classnames)
     return evaluate_sharded(method, task.test, cfg.train.test_batch_size, cfg.train.num_workers, runtime.progress,
-                            runtime.skip_bad_images, desc=task.name).accuracy
+                            runtime.skip_bad_images, desc=task.name, store=runtime.store)
+
+
+def with_evaluation(cost: dict | None, result: EvalResult) -> dict:
+    """A run's cost with one more evaluation counted; the share of test features the store served."""
+    cost = dict(cost or {})
+    cost["eval_seconds"] = cost.get("eval_seconds", 0.0) + result.seconds
+    cost["eval_images"] = cost.get("eval_images", 0) + len(result.labels)
+    cost["test_features_from_store"] = cost.get("test_features_from_store", 0) + result.from_store
+    return finish_cost(cost)
+
+
+def finish_cost(cost: dict) -> dict:
+    images, seconds = cost.get("eval_images", 0), cost.get("eval_seconds", 0.0)
+    return {**cost, "eval_images_per_second": images / seconds if seconds else 0.0,
+            "store_share": cost.get("test_features_from_store", 0) / images if images else 0.0}
 
 
 def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
     run = _trained(cfg, spec, folder, splits, runtime)
     base = run.metrics["accuracy"]
-    new = _accuracy_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
-    return Outcome({"base": base, "new": new, "hm": harmonic_mean(base, new)}, run.metrics.get("shortfall"))
+    new = _evaluate_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
+    return Outcome({"base": base, "new": new.accuracy, "hm": harmonic_mean(base, new.accuracy)},
+                   run.metrics.get("shortfall"), with_evaluation(run.metrics.get("cost"), new))
 
 
 def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
                           runtime: Runtime, source_accuracy: bool) -> Outcome:
     run = _trained(cfg, spec, folder, splits, runtime)
-    metrics = {"accuracy": run.metrics["accuracy"]}
+    metrics, cost = {"accuracy": run.metrics["accuracy"]}, finish_cost(dict(run.metrics.get("cost") or {}))
     if source_accuracy:
-        metrics["source"] = _accuracy_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
-    return Outcome(metrics, run.metrics.get("shortfall"))
+        source = _evaluate_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
+        metrics["source"], cost = source.accuracy, with_evaluation(cost, source)
+    return Outcome(metrics, run.metrics.get("shortfall"), cost)
 
 
 class _SourceModel:
@@ -382,11 +413,14 @@ class _SourceModel:
     def train_source(self, spec: TaskSpec, splits: DatasetSplits) -> Outcome:
         run = _trained(self.cfg, spec, self.folder, splits, self.runtime)
         self.method = run.method
-        return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"))
+        return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"),
+                       finish_cost(dict(run.metrics.get("cost") or {})))
 
     def transfer(self, task: DatasetSplits) -> Outcome:
         if self.method is None:
             if not is_finished(self.folder):
                 raise MetapromptError(f"{self.folder}: the source run has no artifact to transfer")
             self.method = _load_trained(self.cfg, self.folder, task, self.runtime)
-        return Outcome({"accuracy": _accuracy_on(self.method, task, self.cfg, self.runtime)})
+        result = _evaluate_on(self.method, task, self.cfg, self.runtime)
+        return Outcome({"accuracy": result.accuracy}, cost=with_evaluation(
+            {"trainable_parameters": trainable_parameters(self.method)}, result))

@@ -52,6 +52,7 @@ class Table:
     rows: list[tuple[str, list[Stat | None]]]
     summary_rows: int = 0
     note: str = ""
+    decimals: int = 2
 
 
 @dataclass
@@ -83,7 +84,40 @@ def build_report(results: list[dict]) -> Report:
         tables = xd_tables(by_protocol[("xd",)])
         report.tables += tables
         report.panels += tables
+    costs = cost_table(results)
+    if costs is not None:
+        report.tables.append(costs)
     return report
+
+
+# ------------------------------------------------------------------ cost
+
+COST_COLUMNS = (  # (column, the run's cost entry, scale)
+    ("trainable params (k)", "trainable_parameters", 1e-3),
+    ("GFLOP / train step", "train_step_gflop", 1), ("train s", "train_seconds", 1),
+    ("train img/s", "train_images_per_second", 1), ("eval s", "eval_seconds", 1),
+    ("eval img/s", "eval_images_per_second", 1), ("peak MiB", "peak_memory_mib", 1),
+    ("features from store %", "store_share", 100))
+
+
+def cost_table(results: list[dict]) -> Table | None:
+    """Per protocol and method: what a run cost on average (parameters, FLOPs, wall times, throughput,
+    peak memory, the share of test features the store served); None when no result records its cost."""
+    costed = [r for r in results if r.get("cost")]
+    if not costed:
+        return None
+    rows = []
+    for (protocol, name), runs in sorted(_group(costed, "protocol", "name").items(),
+                                         key=lambda item: (item[0][0], _name_key(costed)(item[0][1]))):
+        cells = []
+        for _, key, scale in COST_COLUMNS:
+            values = [r["cost"][key] * scale for r in runs if r["cost"].get(key) is not None]
+            cells.append(Stat(fmean(values)) if values else None)
+        rows.append((f"{protocol} {name} ({len(runs)} runs)", cells))
+    memory = sorted({r["cost"].get("peak_memory_of", "?") for r in costed})
+    return Table("Cost per run (mean over runs)", "protocol / method", [c for c, _, _ in COST_COLUMNS], rows,
+                 note=f"peak memory: {', '.join(memory)}; GFLOP counted on the first training step; "
+                      "wall times of the last invocation of each run", decimals=1)
 
 
 # ------------------------------------------------------------------ base-to-new
@@ -283,20 +317,21 @@ def render(tables: list[Table], fmt: str = "md", std: bool = True) -> str:
     return "\n".join(renderer(table, std) for table in tables)
 
 
-def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: str = "-") -> str:
+def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: str = "-", decimals: int = 2) -> str:
     if cell is None:
         return empty
-    mean = round(cell.mean, 2) + 0.0  # no "-0.00" for a gap that is zero up to rounding
+    mean = round(cell.mean, decimals) + 0.0  # no "-0.00" for a gap that is zero up to rounding
     covered = f" ({cell.covers[0]}/{cell.covers[1]})" if cell.partial else ""
     if std and cell.std is not None and cell.seeds > 1:
-        return f"{mean:.2f}{plus_minus}{cell.std:.2f}{covered}"
-    return f"{mean:.2f}{covered}"
+        return f"{mean:.{decimals}f}{plus_minus}{cell.std:.{decimals}f}{covered}"
+    return f"{mean:.{decimals}f}{covered}"
 
 
 def _markdown(table: Table, std: bool) -> str:
     lines = [f"### {table.title}", "", f"| {table.stub} | {' | '.join(table.columns)} |",
              "|---|" + "---:|" * len(table.columns)]
-    lines += [f"| {label} | {' | '.join(format_stat(c, std) for c in cells)} |" for label, cells in table.rows]
+    lines += [f"| {label} | {' | '.join(format_stat(c, std, decimals=table.decimals) for c in cells)} |"
+              for label, cells in table.rows]
     lines += ["", f"_{table.note}_"] if table.note else []
     return "\n".join(lines) + "\n"
 
@@ -305,7 +340,7 @@ def _latex(table: Table, std: bool) -> str:
     def row(label: str, cells: list[str]) -> str:
         return " & ".join([_tex(label), *cells]) + r" \\"
 
-    body = [row(label, [format_stat(c, std, r" $\pm$ ", "--") for c in cells]) for label, cells in table.rows]
+    body = [row(label, [format_stat(c, std, r" $\pm$ ", "--", table.decimals) for c in cells]) for label, cells in table.rows]
     if table.summary_rows:
         body.insert(len(body) - table.summary_rows, r"\midrule")
     header = row(table.stub, [_tex(c) for c in table.columns])

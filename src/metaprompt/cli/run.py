@@ -85,6 +85,9 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     p.add_argument("--name", default=None,
                    help="the method's name in folders and tables (default: the method), to compare variants")
     add_runtime_args(p)
+    p.add_argument("--no-feature-store", action="store_true",
+                   help="compute every frozen feature again in every run instead of sharing them through "
+                        "OUT/.sweep/features (the results are the same, bit for bit)")
     workers = p.add_argument_group("several workers on one sweep")
     workers.add_argument("--gpus", default=None, metavar="LIST",
                          help="start one worker per listed GPU of this machine (e.g. 0,1,2,3), each seeing only its "
@@ -105,7 +108,7 @@ def runtime_of(args: argparse.Namespace) -> "Runtime":
     device = start_runtime(args)
     return Runtime(device=device, options=compute_options(args), progress=not args.no_progress,
                    skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None,
-                   lease_timeout=args.lease_timeout)
+                   lease_timeout=args.lease_timeout, feature_store=not args.no_feature_store)
 
 
 def print_summary(results: list[dict]) -> None:
