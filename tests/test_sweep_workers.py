@@ -203,3 +203,19 @@ def test_gpus_refuses_what_it_cannot_start(gpus, device, message, root, tmp_path
     assert main([*sweep_args(root, tmp_path / "out"), "--gpus", gpus, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_launched_by_torchrun_runs_each_claimed_run_on_all_its_processes(root, tmp_path):
+    """Two processes (gloo) are one worker: rank 0 claims, both train every run together, each run once."""
+    out = tmp_path / "out"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "metaprompt"]
+    done = subprocess.run([*launch, *sweep_args(root, out), "--seeds", "1", "2", "--set", "max_steps=2",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(": done in") == 2 and done.stdout.count("sweep finished: 2 runs") == 1
+    for seed in (1, 2):
+        result = json.loads((out / f"base2new/coop/world/seed{seed}/result.json").read_text())
+        assert result["environment"]["processes"] == 2
+    assert not list((out / ".sweep" / "leases").glob("*.json"))  # every lease released
