@@ -43,7 +43,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {  # a few prompt tokens on the tiny CLIP's 4 blocks
-    "zeroshot": [], "coop": ["n_ctx=4"], "cocoop": [], "vpt": ["depth=4", "n_vis=2"],
+    "zeroshot": [], "coop": ["n_ctx=4"], "cocoop": [], "kgcoop": ["n_ctx=4"], "vpt": ["depth=4", "n_vis=2"],
     "ivlp": ["text_depth=4", "vision_depth=4"], "maple": ["depth=2"],
     "metaprompt": ["text_depth=4", "vision_depth=4"]}
 PRESETS = {  # the published configurations, each at its published batch size

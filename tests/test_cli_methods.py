@@ -17,6 +17,7 @@ NAMES = list(CLASSES)  # labels follow the sorted folder names; readers keep the
 SMALL = {
     "zeroshot": [],
     "coop": ["n_ctx=4"],
+    "kgcoop": ["n_ctx=4"],
     "cocoop": [],
     "vpt": ["depth=3", "n_vis=2"],
     "ivlp": ["text_depth=3", "vision_depth=3"],

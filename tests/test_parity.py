@@ -212,6 +212,12 @@ def test_preset_values_equal_the_released_config_file(key):
     if cfg.method in ("coop", "cocoop"):
         node = cfg.method.upper()
         assert (len(method.ctx_init.split(" ")) if method.ctx_init else method.n_ctx) == released_n_ctx(values, node)
+    if cfg.method == "kgcoop":  # CTX_INIT True: the released learner then always starts from "a photo of a"
+        assert values["TRAINER.COOP.CTX_INIT"] is True and method.ctx_init == "a photo of a"
+        assert values["TRAINER.COOP.CSC"] is False and not method.class_specific
+        assert values["TRAINER.COOP.CLASS_TOKEN_POSITION"] == method.class_token_position
+        # W is the released script's argument (8.0, scripts/run.sh), not the config file's default (1.0)
+        assert values["TRAINER.COOP.W"] == 1.0 and method.w == 8.0
     if cfg.method == "metaprompt":
         released_fp16 = values["TRAINER.META.PREC"] == "fp16"
         assert released_fp16 and cfg.train.precision == ("fp16-pure" if method.compat == "released" else "auto")

@@ -34,6 +34,7 @@ DEFAULT_PRESETS = {
     "zeroshot": "zeroshot",
     "coop": "coop_b2n",
     "cocoop": "cocoop_b2n",
+    "kgcoop": "kgcoop_b2n",
     "vpt": "vpt",
     "ivlp": "ivlp_b2n",
     "maple": "maple_b2n",

@@ -112,9 +112,23 @@ case("metaprompt_dg_clean", repo=META, trainer="Meta_DG", yaml="configs/trainers
      note="clean and released share the in-domain step and the first episode's meta-test gradient: the golden "
           "records both (the released restore changes every later episode)")
 
+# ---------------------------------------------------------------- htyao89/KgCoOp
+KGCOOP = "htyao89/KgCoOp"
+case("kgcoop", repo=KGCOOP, trainer="KgCoOp", yaml="configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+     reference_dataset="OxfordPets",
+     reference_options={"TRAINER__COOP__PREC": "fp32", "TRAINER__COOP__N_CTX": 4, "TRAINER__COOP__CSC": False,
+                        "TRAINER__COOP__W": 8.0, "TRAINER__COOP__CLASS_TOKEN_POSITION": "end"},
+     method="kgcoop", dataset="oxford_pets", steps=3, lr=0.002, config={"n_ctx": 4, "ctx_init": "a photo of a", "w": 8.0},
+     note="the hand-crafted features from an fp32 copy of CLIP (the release's copy is fp16: docs/parity.md)")
+
 REPOSITORIES = {
     COOP: "CoOp",
     MMPL: "multimodal-prompt-learning",
     META: "2024-TIP-MetaPrompt",
+    KGCOOP: "KgCoOp",
 }
 """Each reference repository and the folder name of its checkout under --refs."""
+CODE_ROOTS = {KGCOOP: "KgCoOp"}
+"""Where train.py lives inside a checkout, when not at its top (case yaml paths are relative to it)."""
+OWN_DASSL = {KGCOOP: "Dassl.ProGrad.pytorch"}
+"""A repository that ships the Dassl it runs with (a folder of its checkout); the others use Dassl.pytorch."""

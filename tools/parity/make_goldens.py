@@ -88,13 +88,18 @@ def main() -> None:
     released: dict[str, dict] = {}
     for repo, folder in case_table.REPOSITORIES.items():
         names = [n for n in args.cases if case_table.CASES[n]["repo"] == repo] if "cases" not in args.skip else []
-        wanted = {key: path for key, (owner, path) in followed.items() if owner == repo}
+        root = case_table.CODE_ROOTS.get(repo, "")
+        code = refs / folder / root
+        repo_dassl = refs / folder / case_table.OWN_DASSL[repo] if repo in case_table.OWN_DASSL else dassl
+        wanted = {key: str(Path(path).relative_to(root)) if root else path
+                  for key, (owner, path) in followed.items() if owner == repo}
         wanted_file, values_file = work / f"wanted-{folder}.json", work / f"released-{folder}.json"
         wanted_file.write_text(json.dumps(wanted))
-        run("reference_worker.py", "--repo", str(refs / folder), "--dassl", str(dassl), "--fixture",
+        run("reference_worker.py", "--repo", str(code), "--dassl", str(repo_dassl), "--fixture",
             str(fixture), "--inputs", str(inputs), "--out", str(GOLDENS),
             "--released-configs", str(wanted_file), str(values_file), *names)
-        released |= json.loads(values_file.read_text())
+        released |= {key: {**value, "follows": followed[key][1]}
+                     for key, value in json.loads(values_file.read_text()).items()}
     (GOLDENS / "released_configs.json").write_text(json.dumps(released, indent=1, sort_keys=True) + "\n")
     if "schedules" not in args.skip:
         schedules = work / "schedules.json"

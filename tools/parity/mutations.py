@@ -20,6 +20,10 @@ DATA = "tests/test_parity_data.py tests/test_data_readers.py tests/test_data_few
 
 # (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
 MUTATIONS = [
+    ("KgCoOp without its distance to the hand-crafted features", "src/metaprompt/methods/kgcoop.py",
+     "+ self.cfg.w * self.knowledge_distance(text) / world_size()", "+ 0.0 * self.knowledge_distance(text)", PARITY),
+    ("KgCoOp's hand-crafted features from the template ensemble", "src/metaprompt/methods/kgcoop.py",
+     'templates_for(self.dataset, "zero_shot")', 'templates_for(self.dataset, "imagenet_select")', PARITY),
     ("GELU for OpenAI's weights", "src/metaprompt/weights.py", "    return bool(trained_with)", "    return False",
      PARITY),
     ("OpenAI state dicts keep input_resolution / context_length / vocab_size", "src/metaprompt/weights.py",

@@ -14,8 +14,9 @@ Nothing here changes what the reference computes; each shim replaces something t
   768)``): while it is built (:func:`maple_widths`), those two literals become the fixture's text and vision
   widths (a full-size ViT-B/16 needs no such mapping).
 
-CoOp's ZeroshotCLIP runs OpenAI's weights in fp16 as loaded (it has no PREC option): for the fp32 golden
-its loaded CLIP is cast to fp32 (:func:`fp32_zero_shot`), as every other trainer does with PREC fp32.
+CoOp's ZeroshotCLIP runs OpenAI's weights in fp16 as loaded (it has no PREC option), and KgCoOp computes its
+hand-crafted text features with a second CLIP left in fp16 even with PREC fp32: for the fp32 goldens these
+loaded CLIPs are cast to fp32 (:func:`fp32_clip`), as every trainer does with PREC fp32.
 
 Two context managers reproduce circumstances of the published runs or neutralise an fp16 artefact, and are
 used only where a golden says so: :func:`torch1_zero_grad` (``zero_grad()`` zeroes gradients, as torch 1.x
@@ -168,13 +169,14 @@ def no_half_rounding() -> Iterator[None]:
         torch.Tensor.half = original
 
 
-def fp32_zero_shot() -> None:
-    """CoOp's ZeroshotCLIP loads CLIP in fp32 (see the module docstring)."""
-    zsclip = importlib.import_module("trainers.zsclip")
-    original = zsclip.load_clip_to_cpu
+def fp32_clip(trainer_module: str) -> None:
+    """The trainer module's ``load_clip_to_cpu`` returns CLIP in fp32 (see the module docstring): CoOp's
+    ZeroshotCLIP, and KgCoOp's second CLIP for its hand-crafted features, keep OpenAI's fp16 as loaded."""
+    module = importlib.import_module(trainer_module)
+    original = module.load_clip_to_cpu
     if not getattr(original, "_parity_shim", False):
         def load_fp32(cfg):
             return original(cfg).float()
 
         load_fp32._parity_shim = True
-        zsclip.load_clip_to_cpu = load_fp32
+        module.load_clip_to_cpu = load_fp32

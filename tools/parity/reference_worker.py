@@ -43,6 +43,7 @@ NAME_RULES: dict[str, list[tuple[str, object]]] = {
               (r"^prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)$",
                lambda m: (f"couplings.{int(m[1]) + 1}.{m[2]}", None))],
     "Meta": [(CTX, ("text_prompts", None)), (r"^vision_prompt_learner\.ctx$", ("visual_prompts", None))],
+    "KgCoOp": [(CTX, ("text_prompts", 0))],
 }
 
 
@@ -207,9 +208,16 @@ def released_configs(train_module, repo: Path, wanted: dict[str, str]) -> dict[s
     return out
 
 
+ABSENT_KEYS = {"INPUT.RRCROP_SCALE": [0.08, 1.0]}
+"""What a key means where the repository's Dassl has no such key: KgCoOp's Dassl (Dassl.ProGrad.pytorch) builds
+``RandomResizedCrop(size, interpolation)`` with no scale, i.e. torchvision's default (0.08, 1.0)."""
+
+
 def _get(cfg, dotted: str):
     value = cfg
     for part in dotted.split("."):
+        if part not in value and dotted in ABSENT_KEYS:
+            return ABSENT_KEYS[dotted]
         value = value[part]
     return list(value) if isinstance(value, tuple) else value
 
@@ -228,7 +236,9 @@ def main() -> None:
     train_module = env.enter_repository(args.repo, args.dassl)
     env.use_fixture_weights(args.fixture)
     if any(case_table.CASES[n]["trainer"] == "ZeroshotCLIP" for n in args.cases):
-        env.fp32_zero_shot()
+        env.fp32_clip("trainers.zsclip")
+    if any(case_table.CASES[n]["trainer"] == "KgCoOp" for n in args.cases):
+        env.fp32_clip("trainers.kgcoop")
     images = load_file(str(args.inputs))["images"]
     for name in args.cases:
         run_case(name, case_table.CASES[name], train_module, args.repo, images, args.out)
