@@ -71,6 +71,10 @@ class PromptCLIP(nn.Module):
         self.precision = precision
         self.feature_store = None
         """A :class:`~metaprompt.feature_store.FeatureStore` serving the hand-crafted classifiers, or None."""
+        self.open_clip_name: str | None = None
+        """The open_clip architecture it was built as (None for the world's model)."""
+        self.quick_gelu = False
+        """Built with QuickGELU (OpenAI's weights): plain open_clip needs ``force_quick_gelu`` to match."""
         self.truncate_context = True
         self.text_checkpointing = False
         self.text_prompt_support = _text_prompt_problem(model)
@@ -343,8 +347,10 @@ def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, prec
         raise _weights_error(name, pretrained, err) from None
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
-    return PromptCLIP(model, tokenizer, image_size=int(size), mean=cfg["mean"], std=cfg["std"],
+    clip = PromptCLIP(model, tokenizer, image_size=int(size), mean=cfg["mean"], std=cfg["std"],
                       source=source, precision=precision)
+    clip.open_clip_name, clip.quick_gelu = arch, bool(quick_gelu)
+    return clip
 
 
 def _register_config_file(name: str) -> str:
