@@ -137,6 +137,24 @@ def test_maple_deep_couplings_start_identical_as_released(fixture_clip):
     assert not torch.equal(couplings[0].weight, couplings[1].weight)
 
 
+LPCLIP = GOLDENS / "lpclip" / "linear_probe.safetensors"
+
+
+@pytest.mark.parametrize("shots", [1, 2, 4, 8, 16])
+def test_linear_probe_chooses_the_c_and_predictions_of_lpclip(shots):
+    """CoOp's lpclip/linear_probe.py on fixed features (tools/parity/lpclip_worker.py): for each shot count, the
+    same few-shot features through this project's search give its C and its test predictions."""
+    from metaprompt.methods.linear_probe import search_c
+
+    with safe_open(str(LPCLIP), framework="pt") as f:
+        t, chosen = {k: f.get_tensor(k).numpy() for k in f.keys()}, json.loads(f.metadata()["chosen_c"])
+    clf, fit = search_c((t[f"{shots}.train_x"], t[f"{shots}.train_y"]), (t[f"{shots}.val_x"], t[f"{shots}.val_y"]),
+                        steps=8)
+    assert fit.c == pytest.approx(chosen[str(shots)], rel=1e-12)
+    assert (clf.predict(t["test_x"]) == t[f"{shots}.test_pred"]).all()
+    assert len(fit.tried) == 7 + 2 * 8
+
+
 def test_the_loader_builds_quick_gelu_for_openai_weights(fixture_clip):
     from open_clip.transformer import QuickGELU
 

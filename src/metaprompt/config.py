@@ -32,6 +32,7 @@ from .validation import allowed_types, at_least, fraction, in_range, one_of, pos
 
 DEFAULT_PRESETS = {
     "zeroshot": "zeroshot",
+    "linear_probe": "linear_probe",
     "coop": "coop_b2n",
     "cocoop": "cocoop_b2n",
     "kgcoop": "kgcoop_b2n",

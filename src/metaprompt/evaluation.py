@@ -120,6 +120,30 @@ def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, nu
     return EvalResult(accuracy(all_logits, all_labels), all_logits, all_labels, skipped, time.perf_counter() - start)
 
 
+def image_features(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int | None,
+                   progress: bool = True, skip_bad_images: bool = False, desc: str = "features"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``method.encode_images`` of every readable item under the test transform, their labels), in this
+    process: the inputs of a method fitted in closed form."""
+    if not items:
+        raise MetapromptError(f"no images to take {desc} of")
+    features, labels = [], []
+    with torch.no_grad():
+        for images, batch_labels, _ in tqdm(
+                _decoded_batches(items, method.clip.image_size, batch_size, num_workers, method.device,
+                                 skip_bad_images, DECODED),
+                total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
+                dynamic_ncols=True):
+            if images is None:
+                continue
+            inputs = normalize_batch(images.to(method.device, non_blocking=True), method.clip.mean, method.clip.std)
+            features.append(method.encode_images(inputs).float().cpu())
+            labels.append(batch_labels)
+    if not features:
+        raise MetapromptError(f"no readable image to take {desc} of")
+    return torch.cat(features), torch.cat(labels)
+
+
 def _decoded_batches(items: list[Datum], size: int, batch_size: int, num_workers: int | None, device: torch.device,
                      skip_bad_images: bool, decoded: DecodedImages | None):
     """(uint8 images or None, labels, skipped count) per batch of ``items``, from ``decoded`` when it holds

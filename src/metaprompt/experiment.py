@@ -34,7 +34,7 @@ from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
 from .engine import Trainer, seed_everything
 from .errors import MetapromptError
-from .evaluation import EvalResult, evaluate_sharded
+from .evaluation import EvalResult, evaluate_sharded, image_features
 from .feature_store import FeatureStore
 from .files import atomic_write_text
 from .methods import ComputeOptions, PromptMethod, build_method
@@ -172,6 +172,20 @@ def build_method_for_run(cfg: RunConfig, task: DatasetSplits, device: str, optio
     return build_method(cfg.method, clip, task.classnames, cfg.method_config, dataset=task.template, options=options)
 
 
+def fit_closed_form(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, progress: bool,
+                    skip_bad_images: bool) -> dict:
+    """Fit a closed-form method (the linear probe) on the task's training images, choosing its
+    hyper-parameters on the validation images; what it chose, for metrics.json."""
+    if not task.val:
+        raise MetapromptError(f"{method.name} chooses its regularisation on the validation split, and this task "
+                              f"({task.name}) has none")
+    batch, workers = cfg.train.test_batch_size, cfg.train.num_workers
+    train = image_features(method, task.train, batch, workers, progress, skip_bad_images, desc="train features")
+    val = image_features(method, task.val, batch, workers, progress, skip_bad_images, desc="val features")
+    fit = method.fit(train, val)
+    return {"c": fit.c, "val_accuracy": fit.val_accuracy, "tried": [list(pair) for pair in fit.tried]}
+
+
 def run_cost(method: PromptMethod, trainer: Trainer | None, train_seconds: float, result: EvalResult) -> dict:
     """What training and testing the run cost (see :mod:`metaprompt.costs`); throughput counts every process."""
     images = trainer.images_trained * dist.world_size() if trainer else 0
@@ -217,7 +231,9 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     with run_folder(out, stored, overwrite, task):
         start = time.perf_counter()
         trained_steps, skipped, history, trainer = 0, 0, [], None
-        if method.trainable_parameters() and cfg.train.epochs > 0:
+        if method.closed_form:
+            history = [fit_closed_form(method, task, cfg, progress, skip_bad_images)]
+        elif method.trainable_parameters() and cfg.train.epochs > 0:
             trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
                               skip_bad_images=skip_bad_images)
             state = trainer.fit(resume=not overwrite)

@@ -23,6 +23,9 @@ FORMAT = "metaprompt-head/1"
 def why_not_exportable(method: type[PromptMethod]) -> str | None:
     """Why the logits of a method of this class are not a fixed head on CLIP's own image features, or None
     when they are."""
+    if method.closed_form:
+        return (f"{method.name} is already a head on CLIP's unnormalised image features: its artifact's weight and "
+                "bias are the classifier (logits = encode_image(x) @ weight.T + bias)")
     if not method.frozen_image_encoder:
         return (f"{method.name} prompts the image encoder too: its image features come from its visual prompts, "
                 "which plain open_clip encode_image does not have")

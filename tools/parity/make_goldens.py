@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--refs", type=Path, required=True, help="folder holding the reference checkouts")
     parser.add_argument("--cases", nargs="+", default=list(case_table.CASES), help="cases to (re)make")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["fixture", "cases", "schedules", "fewshot"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["fixture", "cases", "schedules", "fewshot", "lpclip"],
                         help="parts not to remake")
     args = parser.parse_args()
     refs = args.refs.resolve()
@@ -106,6 +106,9 @@ def main() -> None:
         schedules.write_text(json.dumps(preset_schedules()))
         run("schedule_worker.py", "--dassl", str(dassl), "--schedules", str(schedules),
             "--out", str(GOLDENS / "lr_schedules.json"))
+    if "lpclip" not in args.skip:
+        run("lpclip_worker.py", "--repo", str(coop), "--work", str(work / "lpclip"),
+            "--out", str(GOLDENS / "lpclip" / "linear_probe.safetensors"))
     if "fewshot" not in args.skip:
         draws = {}
         for part, repo in (("coop", case_table.COOP), ("dg", case_table.META)):

@@ -20,6 +20,10 @@ DATA = "tests/test_parity_data.py tests/test_data_readers.py tests/test_data_few
 
 # (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
 MUTATIONS = [
+    ("the linear probe's C search ties to the upper end", "src/metaprompt/methods/linear_probe.py",
+     "        if acc_left < acc_right:", "        if acc_left <= acc_right:", PARITY),
+    ("the linear probe's first interval two decades wide", "src/metaprompt/methods/linear_probe.py",
+     "    left, right = 0.1 * peak, 10.0 * peak", "    left, right = 0.01 * peak, 100.0 * peak", PARITY),
     ("KgCoOp without its distance to the hand-crafted features", "src/metaprompt/methods/kgcoop.py",
      "+ self.cfg.w * self.knowledge_distance(text) / world_size()", "+ 0.0 * self.knowledge_distance(text)", PARITY),
     ("KgCoOp's hand-crafted features from the template ensemble", "src/metaprompt/methods/kgcoop.py",

@@ -11,13 +11,14 @@ from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
 from .ivlp import IVLP, IVLPConfig
 from .kgcoop import KgCoOp, KgCoOpConfig
+from .linear_probe import LinearProbe, LinearProbeConfig
 from .maple import MaPLe, MaPLeConfig
 from .metaprompt import MetaPrompt, MetaPromptConfig
 from .vpt import VPT, VPTConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 METHODS: dict[str, type[PromptMethod]] = {
-    m.name: m for m in (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, VPT, IVLP, MaPLe, MetaPrompt)
+    m.name: m for m in (ZeroShotCLIP, LinearProbe, CoOp, CoCoOp, KgCoOp, VPT, IVLP, MaPLe, MetaPrompt)
 }
 
 
@@ -46,5 +47,5 @@ def build_method(name: str, clip: PromptCLIP, classnames: list[str], config=None
 
 
 __all__ = ["METHODS", "Batch", "ComputeOptions", "PromptMethod", "build_method", "make_config", "method_class",
-           "CoCoOp", "CoCoOpConfig", "CoOp", "CoOpConfig", "IVLP", "IVLPConfig", "KgCoOp", "KgCoOpConfig", "MaPLe", "MaPLeConfig",
+           "CoCoOp", "CoCoOpConfig", "CoOp", "CoOpConfig", "IVLP", "IVLPConfig", "KgCoOp", "KgCoOpConfig", "LinearProbe", "LinearProbeConfig", "MaPLe", "MaPLeConfig",
            "MetaPrompt", "MetaPromptConfig", "VPT", "VPTConfig", "ZeroShotCLIP", "ZeroShotConfig"]

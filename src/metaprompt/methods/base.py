@@ -66,6 +66,8 @@ class PromptMethod(nn.Module):
     """Class text features depend on no image (every method but CoCoOp): they can be cached per evaluation."""
     frozen_image_encoder: ClassVar[bool] = False
     """No visual prompts: image features are CLIP's own and can be cached."""
+    closed_form: ClassVar[bool] = False
+    """Fitted in one go on the training images' features (``fit``), not trained by gradient steps."""
     zero_grad_to_none: bool = True
     """``optimizer.zero_grad`` sets gradients to None (torch >= 2.0); False zeroes them (torch 1.x), so that
     momentum and weight decay still move a parameter that a step's loss does not reach."""

@@ -1,0 +1,74 @@
+"""The linear probe as a method: fitted through `metaprompt train`, its artifact evaluated and used by predict;
+its weights are scikit-learn's on CLIP's unnormalised test-transform features (computed here independently)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from metaprompt.cli import main
+from helpers import make_image_folder, train_args
+
+CLASSES = ["ant", "bee", "cat"]
+
+
+@pytest.fixture()
+def probe(tmp_path, model):
+    folder = make_image_folder(tmp_path / "data", CLASSES, {"train": 4, "val": 2, "test": 2})
+    run = tmp_path / "run"
+    assert main(train_args("linear_probe", folder, run, model, "search_steps=2", extra=("--shots", "0"))) == 0
+    return folder, run
+
+
+def test_the_probe_is_scikit_learns_regression_on_clips_own_features(probe, model):
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from torchvision import transforms as T
+
+    from metaprompt.clip import load_clip
+
+    folder, run = probe
+    metrics = json.loads((run / "metrics.json").read_text())
+    chosen = metrics["history"][0]["c"]
+    assert metrics["train_steps"] == 0 and len(metrics["history"][0]["tried"]) == 7 + 2 * 2
+    clip = load_clip(*model, precision="fp32")
+    preprocess = T.Compose([T.Resize(clip.image_size, interpolation=T.InterpolationMode.BICUBIC),
+                            T.CenterCrop(clip.image_size), T.ToTensor(), T.Normalize(clip.mean, clip.std)])
+    paths = sorted((folder / "train").rglob("*.png"))
+    images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        features = clip.model.encode_image(images).numpy().astype(np.float64)  # open_clip's own, unnormalised
+    labels = np.array([CLASSES.index(p.parent.name) for p in paths])
+    reference = LogisticRegression(solver="lbfgs", max_iter=1000, C=chosen).fit(features, labels)
+    tensors = load_file(str(run / "prompts.safetensors"))
+    assert set(tensors) == {"weight", "bias"} and tensors["weight"].shape == (3, clip.embed_dim)
+    assert np.allclose(tensors["weight"].numpy(), reference.coef_, atol=1e-4)
+    assert np.allclose(tensors["bias"].numpy(), reference.intercept_, atol=1e-4)
+
+
+def test_its_artifact_evaluates_and_predicts_but_serves_no_other_classes(probe, tmp_path, capsys):
+    folder, run = probe
+    capsys.readouterr()
+    trained = json.loads((run / "metrics.json").read_text())["accuracy"]
+    artifact = str(run / "prompts.safetensors")
+    assert main(["eval", "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert f"accuracy: {trained:.2f}%" in capsys.readouterr().out
+    image = str(next((folder / "test" / "bee").glob("*.png")))
+    assert main(["predict", "--prompts", artifact, image, "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: ")
+    assert main(["eval", "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
+                 "--workers", "0", "--no-progress"]) == 2
+    assert "a linear probe is fitted to its 3 training classes and cannot serve other classes" in capsys.readouterr().err
+    assert main(["export", "--prompts", artifact, "--out", str(tmp_path / "head.safetensors")]) == 2
+    assert "already a head on CLIP's unnormalised image features" in capsys.readouterr().err
+
+
+def test_a_task_without_validation_images_is_refused_before_fitting(tmp_path, model, capsys):
+    folder = make_image_folder(tmp_path / "data", CLASSES, {"train": 2, "test": 1})
+    assert main(train_args("linear_probe", folder, tmp_path / "run", model, extra=("--shots", "0"))) == 2
+    assert "chooses its regularisation on the validation split" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
