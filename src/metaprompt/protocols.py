@@ -1,5 +1,6 @@
 """The field's benchmark protocols as sweeps of runs that resume (method doc section 5): base-to-new
-generalisation, domain generalisation (leave one domain out) and cross-dataset transfer.
+generalisation, domain generalisation (leave one domain out), cross-dataset transfer, and CoOp's few-shot
+classification over all classes.
 
 Every run has a folder of its own. Training runs hold what :func:`metaprompt.experiment.train_run` writes
 (``config.yaml``, ``prompts.safetensors``, ``metrics.json``); every run holds ``result.json`` (metrics,
@@ -8,6 +9,7 @@ seed, dataset, method, versions, wall time), written last::
     OUT/base2new/<name>/<dataset>/seed<k>/
     OUT/dg/<name>/<dataset>/shots<k>/<target domain>/seed<k>/
     OUT/xd/<name>/<source>/<dataset>/seed<k>/       (dataset == source: the training run)
+    OUT/fewshot/<name>/<dataset>/shots<k>/seed<k>/
 
 ``<name>`` is the method unless another is given (to compare variants of one method). A run with a
 ``result.json`` is finished: it is skipped without reading data or loading a model. Any other run is
@@ -148,6 +150,26 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
                                                                           "source_accuracy": source_accuracy}))
 
 
+def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: list[int], root: str | Path,
+                out: str | Path, runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
+    """CoOp's few-shot classification: per dataset, shot count and seed, train on ``shots`` images of every
+    class (the preset's variant for that shot count: CoOp's schedule per shots), test on the whole test split
+    over all classes (metric ``accuracy``)."""
+    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
+    read = _dataset_reader(root)
+    runs = []
+    for dataset in datasets:
+        for k in shots:
+            for seed in seeds:
+                seeded = with_seed(cfg.with_values({"train.shots": k}, user=False).for_task(dataset), seed)
+                spec = TaskSpec(dataset, str(root), classes="all")
+                folder = Path(out) / "fewshot" / name / dataset / f"shots{k}" / f"seed{seed}"
+                runs.append(SweepRun(f"fewshot {name} {dataset} {k}-shot seed {seed}", folder, dataset,
+                                     _record("fewshot", name, seeded, dataset),
+                                     lambda c=seeded, s=spec, f=folder: _all_classes(c, s, f, read(s.dataset), runtime)))
+    return sweep(runs, root, runtime, SweepSettings(out, "fewshot", name, cfg, varied=("train.shots",)))
+
+
 def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], root: str | Path, out: str | Path,
            runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per seed: train once on ``source`` (all classes), then test that one artifact on each target
@@ -184,12 +206,14 @@ class SweepSettings:
     name: str
     cfg: RunConfig
     options: dict = field(default_factory=dict)
+    varied: tuple[str, ...] = ()
+    """Settings the protocol varies over its runs (few-shot: ``train.shots``), like the seed."""
 
     IGNORED: ClassVar[tuple[str, ...]] = ("train.seed", "train.num_workers")
 
     def values(self) -> dict:
         flat = {**_flatten(self.cfg.to_dict()), **{f"{self.protocol}.{k}": v for k, v in self.options.items()}}
-        return {key: value for key, value in flat.items() if key not in self.IGNORED}
+        return {key: value for key, value in flat.items() if key not in (*self.IGNORED, *self.varied)}
 
 
 def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, settings: SweepSettings) -> list[dict]:
@@ -390,6 +414,12 @@ def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSp
     new = _evaluate_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
     return Outcome({"base": base, "new": new.accuracy, "hm": harmonic_mean(base, new.accuracy)},
                    run.metrics.get("shortfall"), with_evaluation(run.metrics.get("cost"), new))
+
+
+def _all_classes(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
+    run = _trained(cfg, spec, folder, splits, runtime)
+    return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"),
+                   finish_cost(dict(run.metrics.get("cost") or {})))
 
 
 def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,

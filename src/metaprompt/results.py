@@ -53,6 +53,8 @@ class Table:
     summary_rows: int = 0
     note: str = ""
     decimals: int = 2
+    plot: str = "bars"
+    """As a figure panel: ``bars`` (a bar group per column) or ``lines`` (a line per row over the columns)."""
 
 
 @dataclass
@@ -84,10 +86,37 @@ def build_report(results: list[dict]) -> Report:
         tables = xd_tables(by_protocol[("xd",)])
         report.tables += tables
         report.panels += tables
+    if ("fewshot",) in by_protocol:
+        tables = fewshot_tables(by_protocol[("fewshot",)])
+        report.tables += tables
+        report.panels += tables
     costs = cost_table(results)
     if costs is not None:
         report.tables.append(costs)
     return report
+
+
+# ------------------------------------------------------------------ few-shot classification
+
+def fewshot_tables(results: list[dict]) -> list[Table]:
+    """Per dataset, then on average over the datasets: rows = methods, columns = shot counts (accuracy over all
+    classes, mean over seeds); plotted as accuracy against shots, the field's standard figure."""
+    datasets = _ordered({r["dataset"] for r in results}, BASE_TO_NEW_DATASETS)
+    shots = sorted({r["shots"] for r in results})
+    names = _names(results)
+    runs = _group(results, "dataset", "name", "shots")
+    columns = [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    tables = []
+    for dataset in datasets:
+        rows = [(name, [_accuracy(runs.get((dataset, name, k))) for k in shots]) for name in names]
+        tables.append(Table(f"Few-shot classification: {dataset}", "method", columns, rows, plot="lines"))
+    if len(datasets) > 1:
+        rows = [(name, [_mean_cell([_accuracy(runs.get((d, name, k))) for d in datasets], expected=len(datasets))
+                        for k in shots]) for name in names]
+        note = _partial_note([c for _, cells in rows for c in cells], "datasets")
+        tables.append(Table(f"Few-shot classification: average over {len(datasets)} datasets", "method", columns,
+                            rows, note=note, plot="lines"))
+    return tables
 
 
 # ------------------------------------------------------------------ cost
@@ -379,10 +408,27 @@ def save_figure(panels: list[Table], path: str | Path) -> Path:
     width = max(6.0, 0.9 * max(len(p.columns) for p in panels) + 2)
     fig = Figure(figsize=(width, 3.6 * len(panels)), layout="constrained")
     for ax, panel in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
-        _bars(ax, panel)
+        (_lines if panel.plot == "lines" else _bars)(ax, panel)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
+
+
+def _lines(ax, panel: Table) -> None:
+    """Accuracy against the columns (shot counts), a line per row (method), the spread over seeds shaded."""
+    x = list(range(len(panel.columns)))
+    for label, cells in panel.rows:
+        means = [float("nan") if c is None else c.mean for c in cells]
+        spread = [0.0 if c is None or c.std is None else c.std for c in cells]
+        (line,) = ax.plot(x, means, marker="o", label=label)
+        if any(spread):
+            ax.fill_between(x, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
+                            color=line.get_color(), alpha=0.2)
+    ax.set_xticks(x, panel.columns)
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(panel.title)
+    ax.legend(fontsize="small", ncols=min(len(panel.rows), 4))
 
 
 def _bars(ax, panel: Table) -> None:

@@ -18,8 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "base-to-new (per dataset the mean and std over seeds of Base, New and HM, HM being the "
                     "harmonic mean of the mean Base and New; an Average row whose HM is the harmonic mean of the "
                     "averaged Base and New), domain generalisation (per target domain and their average, per "
-                    "dataset, then a summary over datasets) and cross-dataset transfer. Writes a PNG figure "
-                    "comparing the methods.")
+                    "dataset, then a summary over datasets), cross-dataset transfer, few-shot classification (accuracy "
+                    "against shots per dataset and on average) and what the runs cost. Writes a PNG figure comparing "
+                    "the methods (few-shot: accuracy-against-shots curves).")
     p.add_argument("dir", metavar="DIR", help="a folder written by `metaprompt run --out` (searched recursively)")
     p.add_argument("--format", choices=FORMATS, default="md",
                    help="md: Markdown tables; csv: one long-format table (table, row, column, mean, std, seeds); "

@@ -9,6 +9,7 @@ for the classes it was fitted on only."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,9 @@ class ProbeFit:
 def fit_logistic(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(solver="lbfgs", max_iter=max_iter, C=c).fit(features, labels)  # L2 by default
+    with warnings.catch_warnings():  # 1 or 2 shots per class is few-shot, not a regression target
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        return LogisticRegression(solver="lbfgs", max_iter=max_iter, C=c).fit(features, labels)  # L2 by default
 
 
 def search_c(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int = 8,
