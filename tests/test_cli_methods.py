@@ -23,6 +23,7 @@ SMALL = {
     "ivlp": ["text_depth=3", "vision_depth=3"],
     "maple": ["depth=2"],
     "metaprompt": ["text_depth=3", "vision_depth=3"],
+    "promptsrc": ["text_depth=3", "vision_depth=3"],
 }
 
 

@@ -77,7 +77,7 @@ def test_a_gpu_index_the_machine_lacks_is_refused(gpus):
 
 SMALL = {"zeroshot": {}, "coop": {}, "cocoop": {}, "kgcoop": {}, "vpt": {"depth": 2, "n_vis": 2},
          "ivlp": {"text_depth": 2, "vision_depth": 2}, "maple": {"depth": 2},
-         "metaprompt": {"text_depth": 2, "vision_depth": 2}}
+         "metaprompt": {"text_depth": 2, "vision_depth": 2}, "promptsrc": {"text_depth": 2, "vision_depth": 2}}
 
 
 def build(name: str, clip):

@@ -30,8 +30,10 @@ RUNS = {
     "metaprompt": ("epochs=1", "warmup_epochs=0", "batch_size=2"),
     # KgCoOp's distance to the hand-crafted features is the same on every process: each adds its share once
     "kgcoop": ("epochs=3", "warmup_epochs=0", "batch_size=16", "lr=0.01"),
+    # PromptSRC's L1 and KL terms over the global batch, its text term once; two epochs aggregated (GPA)
+    "promptsrc": ("epochs=2", "warmup_epochs=0", "batch_size=8", "text_depth=2", "vision_depth=2", "gpa_mean=1.5"),
 }
-STEPS = {"coop": 3, "metaprompt": 7, "kgcoop": 3}
+STEPS = {"coop": 3, "metaprompt": 7, "kgcoop": 3, "promptsrc": 2}
 # MetaPrompt's cross-domain split on the miniature world: 1 shot per class per source domain (12 images),
 # global batches of 4 shared 2 / 2, so a process often holds no image of the meta-test domain
 DG_SETS = ("epochs=1", "warmup_epochs=0", "batch_size=4", "meta_split=domain")

@@ -142,3 +142,21 @@ def test_a_checkpoint_holding_a_malicious_pickle_is_refused_without_running_it(f
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metaprompt: error:")]
     assert len(errors) == 1 and f"checkpoint {out / 'checkpoint.pt'} holds objects other than tensors" in errors[0]
     assert not ran.exists()
+
+
+def test_promptsrc_keeps_its_prompt_aggregate_across_a_resume(folder, tiny_model_name, tiny_weights, tmp_path):
+    """PromptSRC sums each epoch's weighted prompts (Gaussian prompt aggregation): the sum over epoch 1 is in
+    the checkpoint, so a run stopped in epoch 2 and re-run ends with the uninterrupted run's aggregate."""
+    model = (tiny_model_name, tiny_weights)
+
+    def args(out, progress=False):
+        return train_args("promptsrc", folder, out, model, "epochs=2", "warmup_epochs=0", "batch_size=2",
+                          "text_depth=2", "vision_depth=2", "gpa_mean=1.5", extra=("--shots", "0"), progress=progress)
+
+    reference = tmp_path / "reference"
+    assert main(args(reference)) == 0
+    out = tmp_path / "run"
+    code, _ = stop_in_epoch_2(args(out, progress=True), signal.SIGTERM)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert code == 130 and set(checkpoint["method_state"]["gpa"]) == {"text_prompts", "visual_prompts"}
+    assert_bit_identical(mark_and_resume(args(out), out), prompts(reference))

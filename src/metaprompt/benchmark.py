@@ -27,7 +27,7 @@ DG_DOMAINS: dict[str, tuple[str, ...]] = {
     "domainnet": ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
     "world_dg": ("photo", "cartoon", "sketch", "painting"),
 }
-METHOD_ORDER = ("zeroshot", "linear_probe", "coop", "cocoop", "kgcoop", "vpt", "ivlp", "maple", "metaprompt")
+METHOD_ORDER = ("zeroshot", "linear_probe", "coop", "cocoop", "kgcoop", "vpt", "ivlp", "maple", "promptsrc", "metaprompt")
 """Methods in the literature's order (zero-shot CLIP first, MetaPrompt last), for tables."""
 
 

@@ -211,6 +211,20 @@ class PromptCLIP(nn.Module):
         return compute() if self.feature_store is None else \
             self.feature_store.classifier(self, classnames, templates, compute)
 
+    @torch.no_grad()
+    def mean_template_features(self, classnames: list[str], templates: tuple[str, ...],
+                               chunk: int = 1000) -> torch.Tensor:
+        """[C, D]: per class, the mean over templates of the raw (unnormalised) text features, then normalised
+        (PromptSRC's frozen text features; :meth:`zero_shot_classifier` normalises before averaging)."""
+        total = None
+        for template in templates:
+            texts = [template.format(c) for c in classnames]
+            with self.autocast():
+                raw = torch.cat([self.encode_text(self.tokenize(texts[i:i + chunk])).to(self.feature_dtype)
+                                 for i in range(0, len(texts), chunk)])
+            total = raw if total is None else total + raw
+        return F.normalize(total / len(templates), dim=-1)
+
     def _zero_shot_classifier(self, classnames: list[str], templates: tuple[str, ...], chunk: int) -> torch.Tensor:
         per_template = []
         for template in templates:

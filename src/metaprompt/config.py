@@ -36,12 +36,14 @@ DEFAULT_PRESETS = {
     "coop": "coop_b2n",
     "cocoop": "cocoop_b2n",
     "kgcoop": "kgcoop_b2n",
+    "promptsrc": "promptsrc_b2n",
     "vpt": "vpt",
     "ivlp": "ivlp_b2n",
     "maple": "maple_b2n",
     "metaprompt": "metaprompt_b2n",
 }
-PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "maple_xd"}, "fewshot": {"coop": "coop_fewshot"}}
+PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "maple_xd", "promptsrc": "promptsrc_xd"},
+                    "fewshot": {"coop": "coop_fewshot", "promptsrc": "promptsrc_fewshot"}}
 """Methods with a preset of their own for a protocol (MetaPrompt's domain-generalisation config, MaPLe's released
 cross-dataset config); the others start from their default preset."""
 TOP_LEVEL = ("model", "pretrained")

@@ -149,6 +149,7 @@ class Trainer:
                     "optimizer": self.optimizer.state_dict(),
                     "state": asdict(self.state),
                     "rng": rng_states(self.method.random_state(), self.method.device),
+                    "method_state": self.method.training_state(),
                     "skipped_images": self.skipped_images,
                 })
             except OSError as err:
@@ -173,6 +174,7 @@ class Trainer:
         self.state = state
         self.skipped_images = payload.get("skipped_images", 0)
         self.method.set_random_state(set_rng_states(payload["rng"], self.method.device))
+        self.method.set_training_state(payload.get("method_state", {}))
         return True
 
     # ----------------------------------------------------------------- training
@@ -189,6 +191,8 @@ class Trainer:
                 if self._budget_spent():
                     break
                 self.run_epoch(epoch)
+                if self.state.batch >= self.batches.num_batches:  # a whole epoch (not cut short by max_steps)
+                    self.method.on_epoch_end(epoch, self.cfg.epochs)
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 self.save_checkpoint()
             if dist.global_sum(torch.tensor(float(self.stop.requested))).item():

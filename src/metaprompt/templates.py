@@ -36,9 +36,10 @@ METAPROMPT: dict[str, str] = {
     "ucf101": "a photo of a person doing {}",
 }
 
-ENSEMBLE_NAMES = ("imagenet80", "imagenet_select", "metaprompt_imagenet")
-"""OpenAI's 80 ImageNet templates, its selection of 7, and MetaPrompt's ImageNet ensemble (the 7, without
-their full stops, and ``a photo of a {}``)."""
+ENSEMBLE_NAMES = ("imagenet80", "imagenet_select", "metaprompt_imagenet", "promptsrc60")
+"""OpenAI's 80 ImageNet templates, its selection of 7, MetaPrompt's ImageNet ensemble (the 7, without
+their full stops, and ``a photo of a {}``), and PromptSRC's 60 (OpenAI's first 60: PromptSRC's
+trainers/imagenet_templates.py lists exactly these, in another order, which changes a mean by rounding only)."""
 TEMPLATE_STYLES = ("zero_shot", "metaprompt", *ENSEMBLE_NAMES)
 
 
@@ -49,6 +50,8 @@ def ensemble(name: str) -> tuple[str, ...]:
 
     if name == "imagenet80":
         return tuple(t(c="{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    if name == "promptsrc60":
+        return ensemble("imagenet80")[:60]
     if name == "imagenet_select":
         return tuple(t(c="{}") for t in SIMPLE_IMAGENET_TEMPLATES)
     if name == "metaprompt_imagenet":

@@ -121,11 +121,30 @@ case("kgcoop", repo=KGCOOP, trainer="KgCoOp", yaml="configs/trainers/KgCoOp/vit_
      method="kgcoop", dataset="oxford_pets", steps=3, lr=0.002, config={"n_ctx": 4, "ctx_init": "a photo of a", "w": 8.0},
      note="the hand-crafted features from an fp32 copy of CLIP (the release's copy is fp16: docs/parity.md)")
 
+# ---------------------------------------------------------------- muzairkhattak/PromptSRC
+PROMPTSRC = "muzairkhattak/PromptSRC"
+PROMPTSRC_OPTIONS = {"TRAINER__PROMPTSRC__PREC": "fp32", "TRAINER__PROMPTSRC__PROMPT_DEPTH_VISION": 3,
+                     "TRAINER__PROMPTSRC__PROMPT_DEPTH_TEXT": 3}
+PROMPTSRC_CONFIG = {"n_ctx": 4, "n_vis": 4, "text_depth": 3, "vision_depth": 3, "ctx_init": "a photo of a",
+                    "text_loss_weight": 25.0, "image_loss_weight": 10.0}
+case("promptsrc", repo=PROMPTSRC, trainer="PromptSRC", yaml="configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+     reference_dataset="OxfordPets", reference_options=PROMPTSRC_OPTIONS, method="promptsrc", dataset="oxford_pets",
+     steps=3, lr=0.0025, config=PROMPTSRC_CONFIG | {"gpa_mean": 15.0, "gpa_std": 1.0},
+     note="the losses: cross-entropy, the two L1 terms and the KL term, 3 steps inside one epoch (no aggregation)")
+case("promptsrc_gpa", repo=PROMPTSRC, trainer="PromptSRC", yaml="configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+     reference_dataset="OxfordPets", epoch_per_step=True,
+     reference_options=PROMPTSRC_OPTIONS | {"OPTIM__MAX_EPOCH": 3, "TRAINER__PROMPTSRC__GPA_MEAN": 2,
+                                            "TRAINER__PROMPTSRC__GPA_STD": 1},
+     method="promptsrc", dataset="oxford_pets", steps=3, lr=0.0025, config=PROMPTSRC_CONFIG | {"gpa_mean": 2.0, "gpa_std": 1.0},
+     note="each step ends an epoch of 3 (the LR held at lr: the schedule is checked apart), so the trained tensors "
+          "are the Gaussian aggregate of the three epochs' prompts")
+
 REPOSITORIES = {
     COOP: "CoOp",
     MMPL: "multimodal-prompt-learning",
     META: "2024-TIP-MetaPrompt",
     KGCOOP: "KgCoOp",
+    PROMPTSRC: "PromptSRC",
 }
 """Each reference repository and the folder name of its checkout under --refs."""
 CODE_ROOTS = {KGCOOP: "KgCoOp"}

@@ -20,6 +20,10 @@ DATA = "tests/test_parity_data.py tests/test_data_readers.py tests/test_data_few
 
 # (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
 MUTATIONS = [
+    ("PromptSRC's frozen text features normalised before the template mean", "src/metaprompt/methods/promptsrc.py",
+     "frozen = self.clip.mean_template_features(", "frozen = self.clip.zero_shot_classifier(", PARITY),
+    ("PromptSRC's Gaussian weights over 0-based epochs", "src/metaprompt/methods/promptsrc.py",
+     "for e in range(1, epochs + 1)]", "for e in range(epochs)]", PARITY),
     ("the linear probe's C search ties to the upper end", "src/metaprompt/methods/linear_probe.py",
      "        if acc_left < acc_right:", "        if acc_left <= acc_right:", PARITY),
     ("the linear probe's first interval two decades wide", "src/metaprompt/methods/linear_probe.py",

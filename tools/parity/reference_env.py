@@ -15,8 +15,11 @@ Nothing here changes what the reference computes; each shim replaces something t
   widths (a full-size ViT-B/16 needs no such mapping).
 
 CoOp's ZeroshotCLIP runs OpenAI's weights in fp16 as loaded (it has no PREC option), and KgCoOp computes its
-hand-crafted text features with a second CLIP left in fp16 even with PREC fp32: for the fp32 goldens these
-loaded CLIPs are cast to fp32 (:func:`fp32_clip`), as every trainer does with PREC fp32.
+hand-crafted text features with a second CLIP left in fp16 even with PREC fp32, as PromptSRC builds its frozen
+image encoder (with fp32 inputs that one cannot run at all): for the fp32 goldens these loaded CLIPs are cast to
+fp32 (:func:`fp32_clip`), as every trainer does with PREC fp32. PromptSRC also rounds its frozen text features
+with ``.half()`` for the frozen logits: :func:`no_half_rounding` (below) applies to it as to the
+multimodal-prompt-learning trainers.
 
 Two context managers reproduce circumstances of the published runs or neutralise an fp16 artefact, and are
 used only where a golden says so: :func:`torch1_zero_grad` (``zero_grad()`` zeroes gradients, as torch 1.x
@@ -175,8 +178,8 @@ def fp32_clip(trainer_module: str) -> None:
     module = importlib.import_module(trainer_module)
     original = module.load_clip_to_cpu
     if not getattr(original, "_parity_shim", False):
-        def load_fp32(cfg):
-            return original(cfg).float()
+        def load_fp32(cfg, *args, **kwargs):
+            return original(cfg, *args, **kwargs).float()
 
         load_fp32._parity_shim = True
         module.load_clip_to_cpu = load_fp32

@@ -44,6 +44,10 @@ NAME_RULES: dict[str, list[tuple[str, object]]] = {
                lambda m: (f"couplings.{int(m[1]) + 1}.{m[2]}", None))],
     "Meta": [(CTX, ("text_prompts", None)), (r"^vision_prompt_learner\.ctx$", ("visual_prompts", None))],
     "KgCoOp": [(CTX, ("text_prompts", 0))],
+    "PromptSRC": [(CTX, ("text_prompts", 0)),
+                  (r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", lambda m: ("text_prompts", int(m[1]))),
+                  (r"^image_encoder\.VPT$", ("visual_prompts", 0)),
+                  (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
 }
 
 
@@ -147,7 +151,8 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
     params = trainable(t.model, rules) if rules else {}
     tensors = {f"init.{k}": v for k, v in ours(params).items()}
     def rounding():
-        return env.no_half_rounding() if spec["repo"] == case_table.MMPL else contextlib.nullcontext()
+        return env.no_half_rounding() if spec["repo"] in (case_table.MMPL, case_table.PROMPTSRC) \
+            else contextlib.nullcontext()
 
     t.set_model_mode("eval") if params else None
     with torch.no_grad(), rounding():
@@ -157,6 +162,8 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
     if spec["steps"]:
         t.set_model_mode("train")
         env.set_lr(t, spec["lr"])
+        if spec.get("epoch_per_step"):  # every batch ends an epoch; the LR stays at lr
+            t.num_batches, t.batch_idx, t.update_lr = 1, 0, lambda *args: None
         random.seed(spec.get("seed", 1))  # what Dassl's set_random_seed leaves for the released class split
         grad_mode = env.torch1_zero_grad() if spec.get("zero_grad") == "torch1" else contextlib.nullcontext()
         record: dict = {}
@@ -187,7 +194,7 @@ RELEASED_KEYS = ("OPTIM.NAME", "OPTIM.LR", "OPTIM.MAX_EPOCH", "OPTIM.WARMUP_EPOC
                  "OPTIM.WARMUP_CONS_LR", "OPTIM.LR_SCHEDULER", "OPTIM.MOMENTUM", "OPTIM.WEIGHT_DECAY",
                  "DATALOADER.TRAIN_X.BATCH_SIZE", "DATALOADER.TEST.BATCH_SIZE", "INPUT.SIZE", "INPUT.INTERPOLATION",
                  "INPUT.TRANSFORMS", "INPUT.RRCROP_SCALE", "MODEL.BACKBONE.NAME")
-PROMPT_TRAINERS = ("COOP", "COCOOP", "VPT", "IVLP", "MAPLE", "META")
+PROMPT_TRAINERS = ("COOP", "COCOOP", "VPT", "IVLP", "MAPLE", "META", "PROMPTSRC")
 """The TRAINER config nodes of the prompt learners (Dassl's own trainers' nodes are left out)."""
 
 
@@ -239,6 +246,8 @@ def main() -> None:
         env.fp32_clip("trainers.zsclip")
     if any(case_table.CASES[n]["trainer"] == "KgCoOp" for n in args.cases):
         env.fp32_clip("trainers.kgcoop")
+    if any(case_table.CASES[n]["trainer"] == "PromptSRC" for n in args.cases):
+        env.fp32_clip("trainers.promptsrc")
     images = load_file(str(args.inputs))["images"]
     for name in args.cases:
         run_case(name, case_table.CASES[name], train_module, args.repo, images, args.out)

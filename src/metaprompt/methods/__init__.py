@@ -14,11 +14,12 @@ from .kgcoop import KgCoOp, KgCoOpConfig
 from .linear_probe import LinearProbe, LinearProbeConfig
 from .maple import MaPLe, MaPLeConfig
 from .metaprompt import MetaPrompt, MetaPromptConfig
+from .promptsrc import PromptSRC, PromptSRCConfig
 from .vpt import VPT, VPTConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 METHODS: dict[str, type[PromptMethod]] = {
-    m.name: m for m in (ZeroShotCLIP, LinearProbe, CoOp, CoCoOp, KgCoOp, VPT, IVLP, MaPLe, MetaPrompt)
+    m.name: m for m in (ZeroShotCLIP, LinearProbe, CoOp, CoCoOp, KgCoOp, VPT, IVLP, MaPLe, PromptSRC, MetaPrompt)
 }
 
 
@@ -48,4 +49,4 @@ def build_method(name: str, clip: PromptCLIP, classnames: list[str], config=None
 
 __all__ = ["METHODS", "Batch", "ComputeOptions", "PromptMethod", "build_method", "make_config", "method_class",
            "CoCoOp", "CoCoOpConfig", "CoOp", "CoOpConfig", "IVLP", "IVLPConfig", "KgCoOp", "KgCoOpConfig", "LinearProbe", "LinearProbeConfig", "MaPLe", "MaPLeConfig",
-           "MetaPrompt", "MetaPromptConfig", "VPT", "VPTConfig", "ZeroShotCLIP", "ZeroShotConfig"]
+           "MetaPrompt", "MetaPromptConfig", "PromptSRC", "PromptSRCConfig", "VPT", "VPTConfig", "ZeroShotCLIP", "ZeroShotConfig"]

@@ -109,6 +109,16 @@ class PromptMethod(nn.Module):
     def set_random_state(self, state: dict) -> None:
         """Restore what :meth:`random_state` returned."""
 
+    def on_epoch_end(self, epoch: int, epochs: int) -> None:
+        """After epoch ``epoch`` (0-based) of ``epochs`` (PromptSRC aggregates its prompts here)."""
+
+    def training_state(self) -> dict:
+        """What the method keeps across epochs besides its trained tensors, for checkpoints ({} when none)."""
+        return {}
+
+    def set_training_state(self, state: dict) -> None:
+        """Restore what :meth:`training_state` returned."""
+
     # ------------------------------------------------------------ shared behaviour
     def set_options(self, options: ComputeOptions) -> None:
         """Use ``options``: the method's shortcuts, and the text encoder's (context truncation, checkpointing)."""
