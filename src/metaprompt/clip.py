@@ -133,7 +133,7 @@ class PromptCLIP(nn.Module):
         """
         if prompts is not None:
             self.require_text_prompts("text prompting")
-        if not _has_native_text(self.model):
+        if self.text_prompt_support:  # a text tower prompts cannot enter (SigLIP's, Hugging Face ones): its own pass
             return self.model.encode_text(tokens)
         x = self.token_embeddings(tokens)
         if prompts is not None:
@@ -387,6 +387,8 @@ def _known_tags(arch: str) -> list[str]:
 
 
 def _weights_error(name: str, pretrained: str | None, err: Exception) -> MetapromptError:
+    if pretrained is None:  # nothing to download: the architecture itself did not build
+        return MetapromptError(f"could not build model {name!r} with open_clip: {str(err).splitlines()[0]}")
     return MetapromptError(
         f"could not load weights for model {name!r} (pretrained={pretrained!r}): {str(err).splitlines()[0]}. "
         "If this machine cannot reach the internet, download the checkpoint elsewhere and pass it with "
