@@ -142,7 +142,7 @@ def test_more_shots_than_the_classes_have_takes_them_all_and_says_so(capsys, tmp
 # ------------------------------------------------------------------ names and options
 
 @pytest.mark.parametrize("flag, value, expected", [
-    ("--method", "cooop", "unknown method 'cooop'; expected one of: zeroshot, coop"),
+    ("--method", "cooop", "unknown method 'cooop'; expected one of: zeroshot, linear_probe, coop"),
     ("--dataset", "imagenette", "unknown dataset 'imagenette'; expected one of:"),
     ("--model", "ViT-Q-99", "unknown model 'ViT-Q-99'"),
     ("--preset", "coop_b2m", "unknown preset 'coop_b2m'; expected one of:"),
