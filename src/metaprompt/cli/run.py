@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run a benchmark protocol (base-to-new, domain generalisation, cross-dataset, few-shot)",
         description="Run one of the field's benchmark protocols for one method over datasets and seeds, "
-                    "one run after another, skipping what is finished.")
+                    "skipping what is finished; any number of workers started with the same command and --out "
+                    "(or --gpus) share one sweep.")
     protocols = p.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
     b2n = _protocol_parser(
