@@ -42,7 +42,7 @@ DEFAULT_PRESETS = {
     "maple": "maple_b2n",
     "metaprompt": "metaprompt_b2n",
 }
-PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "maple_xd", "promptsrc": "promptsrc_xd"},
+PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "maple_xd", "promptsrc": "promptsrc_xd", "kgcoop": "kgcoop_xd"},
                     "fewshot": {"coop": "coop_fewshot", "promptsrc": "promptsrc_fewshot"}}
 """Methods with a preset of their own for a protocol (MetaPrompt's domain-generalisation config, MaPLe's released
 cross-dataset config); the others start from their default preset."""
