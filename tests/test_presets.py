@@ -49,6 +49,20 @@ def test_maple_cross_dataset_runs_start_from_the_released_cross_dataset_config()
     assert protocol_preset("xd", "coop") is None
 
 
+@pytest.mark.parametrize("protocol, method, follows, values", [
+    ("xd", "promptsrc", "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml",
+     {"method.text_depth": 3, "method.gpa_mean": 6.0, "method.gpa_std": 10.0}),
+    ("xd", "kgcoop", "KgCoOp/vit_b16_ep100_ctxv1.yaml", {"train.shots": 4, "method.w": 8.0}),
+    ("fewshot", "promptsrc", "PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml",
+     {"train.epochs": 50, "method.gpa_mean": 30.0}),
+    ("fewshot", "coop", "CoOp/vit_b16.yaml", {"method.n_ctx": 16, "method.ctx_init": ""}),
+])
+def test_a_protocol_starts_each_method_from_the_preset_its_release_uses(protocol, method, follows, values):
+    cfg = resolve(method, protocol_preset(protocol, method)).for_task("caltech101")
+    assert cfg.follows.endswith(follows)
+    assert {key: cfg.value(key) for key in values} == values
+
+
 def test_the_world_presets_follow_no_released_file():
     cfg = resolve(preset="world_coop_b2n", sets=["lr=0.5"]).for_task("world")
     assert cfg.follows is None and cfg.departure_line() == ""
