@@ -72,3 +72,15 @@ def test_a_task_without_validation_images_is_refused_before_fitting(tmp_path, mo
     assert main(train_args("linear_probe", folder, tmp_path / "run", model, extra=("--shots", "0"))) == 2
     assert "chooses its regularisation on the validation split" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_with_no_halving_the_best_of_the_initial_search_is_kept_without_refitting():
+    from metaprompt.methods.linear_probe import INITIAL_SEARCH, search_c
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    features = rng.normal(0, 1, (12, 8)) + labels[:, None]
+    clf, fit = search_c((features, labels), (features[::2], labels[::2]), steps=0)
+    assert [c for c, _ in fit.tried] == list(INITIAL_SEARCH)  # seven fits, none repeated
+    best = max(range(7), key=lambda i: (fit.tried[i][1], -i))  # the first of the best, as np.argmax
+    assert fit.c == INITIAL_SEARCH[best] and clf.C == fit.c

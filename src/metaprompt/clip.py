@@ -218,20 +218,23 @@ class PromptCLIP(nn.Module):
         (PromptSRC's frozen text features; :meth:`zero_shot_classifier` normalises before averaging)."""
         total = None
         for template in templates:
-            texts = [template.format(c) for c in classnames]
-            with self.autocast():
-                raw = torch.cat([self.encode_text(self.tokenize(texts[i:i + chunk])).to(self.feature_dtype)
-                                 for i in range(0, len(texts), chunk)])
+            raw = self._template_features(classnames, template, chunk, normalized=False)
             total = raw if total is None else total + raw
         return F.normalize(total / len(templates), dim=-1)
 
     def _zero_shot_classifier(self, classnames: list[str], templates: tuple[str, ...], chunk: int) -> torch.Tensor:
-        per_template = []
-        for template in templates:
-            texts = [template.format(c) for c in classnames]
-            feats = [self.text_features(self.tokenize(texts[i:i + chunk])) for i in range(0, len(texts), chunk)]
-            per_template.append(torch.cat(feats))
+        per_template = [self._template_features(classnames, template, chunk) for template in templates]
         return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+    def _template_features(self, classnames: list[str], template: str, chunk: int,
+                           normalized: bool = True) -> torch.Tensor:
+        """[C, D] text features of ``template`` filled with each class name, ``chunk`` sequences per pass."""
+        texts = [template.format(c) for c in classnames]
+        with self.autocast():
+            feats = [self.encode_text(self.tokenize(texts[i:i + chunk])).to(self.feature_dtype)
+                     for i in range(0, len(texts), chunk)]
+        features = torch.cat(feats)
+        return F.normalize(features, dim=-1) if normalized else features
 
 
 def replace_tokens(x: torch.Tensor, prompt: torch.Tensor, start: int) -> torch.Tensor:

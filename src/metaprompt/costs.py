@@ -71,3 +71,15 @@ def peak_memory(device: torch.device) -> dict:
 
 def trainable_parameters(method) -> int:
     return sum(p.numel() for p in method.trainable_parameters())
+
+
+def with_evaluation(cost: dict | None, seconds: float, images: int, from_store: int) -> dict:
+    """A run's cost with one more evaluation counted (``images`` in ``seconds``, ``from_store`` of them from the
+    feature store), and the rates derived from the totals: images/s and the store's share."""
+    cost = dict(cost or {})
+    cost["eval_seconds"] = cost.get("eval_seconds", 0.0) + seconds
+    cost["eval_images"] = cost.get("eval_images", 0) + images
+    cost["test_features_from_store"] = cost.get("test_features_from_store", 0) + from_store
+    total, elapsed = cost["eval_images"], cost["eval_seconds"]
+    return {**cost, "eval_images_per_second": total / elapsed if elapsed else 0.0,
+            "store_share": cost["test_features_from_store"] / total if total else 0.0}

@@ -95,15 +95,11 @@ def evaluate(method: PromptMethod, items: list[Datum], batch_size: int = 100, nu
             return EvalResult(accuracy(all_logits, labels), all_logits, labels, 0, time.perf_counter() - start,
                               from_store=len(items))
         logits, labels, features, skipped = [], [], [], 0
-        for images, batch_labels, batch_skipped in tqdm(
-                _decoded_batches(items, method.clip.image_size, batch_size, num_workers, method.device,
-                                 skip_bad_images, decoded),
-                total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
-                dynamic_ncols=True):
+        for inputs, batch_labels, batch_skipped in _model_inputs(method, items, batch_size, num_workers,
+                                                                 skip_bad_images, decoded, progress, desc):
             skipped += batch_skipped
-            if images is None:
+            if inputs is None:
                 continue
-            inputs = normalize_batch(images.to(method.device, non_blocking=True), method.clip.mean, method.clip.std)
             if key is None:
                 logits.append(method.model_inference(inputs).float().cpu())
             else:  # the same computation, with the features kept for the store
@@ -129,19 +125,29 @@ def image_features(method: PromptMethod, items: list[Datum], batch_size: int, nu
         raise MetapromptError(f"no images to take {desc} of")
     features, labels = [], []
     with torch.no_grad():
-        for images, batch_labels, _ in tqdm(
-                _decoded_batches(items, method.clip.image_size, batch_size, num_workers, method.device,
-                                 skip_bad_images, DECODED),
-                total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
-                dynamic_ncols=True):
-            if images is None:
+        for inputs, batch_labels, _ in _model_inputs(method, items, batch_size, num_workers, skip_bad_images,
+                                                     DECODED, progress, desc):
+            if inputs is None:
                 continue
-            inputs = normalize_batch(images.to(method.device, non_blocking=True), method.clip.mean, method.clip.std)
             features.append(method.encode_images(inputs).float().cpu())
             labels.append(batch_labels)
     if not features:
         raise MetapromptError(f"no readable image to take {desc} of")
     return torch.cat(features), torch.cat(labels)
+
+
+def _model_inputs(method: PromptMethod, items: list[Datum], batch_size: int, num_workers: int | None,
+                  skip_bad_images: bool, decoded: DecodedImages | None, progress: bool, desc: str):
+    """(the batch normalised on the method's device, or None when none of it was readable; labels; skipped
+    count) per batch of ``items``, with a progress bar."""
+    clip = method.clip
+    for images, labels, skipped in tqdm(
+            _decoded_batches(items, clip.image_size, batch_size, num_workers, method.device, skip_bad_images, decoded),
+            total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
+            dynamic_ncols=True):
+        inputs = None if images is None else normalize_batch(images.to(method.device, non_blocking=True),
+                                                             clip.mean, clip.std)
+        yield inputs, labels, skipped
 
 
 def _decoded_batches(items: list[Datum], size: int, batch_size: int, num_workers: int | None, device: torch.device,

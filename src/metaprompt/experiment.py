@@ -29,7 +29,7 @@ from .artifact import save_artifact
 from .checkpoint import CHECKPOINT_NAME
 from .clip import load_clip
 from .config import RunConfig, warn_departures
-from .costs import peak_memory, reset_peak_memory, trainable_parameters
+from .costs import peak_memory, reset_peak_memory, trainable_parameters, with_evaluation
 from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
 from .engine import Trainer, seed_everything
@@ -190,12 +190,16 @@ def run_cost(method: PromptMethod, trainer: Trainer | None, train_seconds: float
     """What training and testing the run cost (see :mod:`metaprompt.costs`); throughput counts every process."""
     images = trainer.images_trained * dist.world_size() if trainer else 0
     flops = trainer.step_flops if trainer else None
-    return {"trainable_parameters": trainable_parameters(method),
-            "train_step_gflop": flops * dist.world_size() / 1e9 if flops is not None else None,
-            "train_seconds": train_seconds, "train_images_per_second": images / train_seconds if images else None,
-            "eval_seconds": result.seconds, "eval_images": len(result.labels),
-            "eval_images_per_second": len(result.labels) / result.seconds if result.seconds else 0.0,
-            "test_features_from_store": result.from_store, **peak_memory(method.device)}
+    training = {"trainable_parameters": trainable_parameters(method),
+                "train_step_gflop": flops * dist.world_size() / 1e9 if flops is not None else None,
+                "train_seconds": train_seconds, "train_images_per_second": images / train_seconds if images else None,
+                **peak_memory(method.device)}
+    return evaluation_cost(training, result)
+
+
+def evaluation_cost(cost: dict | None, result: EvalResult) -> dict:
+    """``cost`` with the evaluation ``result`` counted (see :func:`metaprompt.costs.with_evaluation`)."""
+    return with_evaluation(cost, result.seconds, len(result.labels), result.from_store)
 
 
 class TrainedRun(NamedTuple):

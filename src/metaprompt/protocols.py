@@ -36,8 +36,8 @@ from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_fo
 from .errors import MetapromptError
 from .costs import trainable_parameters
 from .evaluation import EvalResult, evaluate_sharded
-from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment, is_finished,
-                         read_json, run_task, train_run, write_json)
+from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment,
+                         evaluation_cost, is_finished, read_json, run_task, train_run, write_json)
 from .feature_store import FeatureStore
 from .leases import STALE_SECONDS, SWEEP_DIR, Claim, Holder, Leases
 from .methods import ComputeOptions, PromptMethod
@@ -221,7 +221,8 @@ def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, settings: Sw
     the same sweep into the same folder (see :mod:`metaprompt.leases`): each run is claimed before it starts,
     runs other workers hold are left to them (and taken over when their worker is gone), finished ones are
     skipped. Returns every run's result, once all are finished."""
-    _check_data(root, {run.dataset for run in runs if not (run.folder / RESULT_NAME).is_file()})
+    todo = [i for i, run in enumerate(runs) if not (run.folder / RESULT_NAME).is_file()]
+    _check_data(root, {runs[i].dataset for i in todo})
     leases, error = None, None
     if dist.is_main():
         try:
@@ -230,10 +231,8 @@ def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, settings: Sw
         except MetapromptError as err:
             error = err
     dist.fail_together(error)
-    for number, run in enumerate(runs, start=1):
-        if (run.folder / RESULT_NAME).is_file():
-            runtime.log(f"[{number}/{len(runs)}] {run.label}: skipped (finished)")
-    todo = [i for i, run in enumerate(runs) if not (run.folder / RESULT_NAME).is_file()]
+    for i in sorted(set(range(len(runs))) - set(todo)):
+        runtime.log(f"[{i + 1}/{len(runs)}] {runs[i].label}: skipped (finished)")
     waiting_on: tuple = ()
     while True:
         index, claim, held = _next_run(runs, todo, leases)
@@ -393,43 +392,32 @@ def _evaluate_on(method: PromptMethod, task: DatasetSplits, cfg: RunConfig, runt
                             runtime.skip_bad_images, desc=task.name, store=runtime.store)
 
 
-def with_evaluation(cost: dict | None, result: EvalResult) -> dict:
-    """A run's cost with one more evaluation counted; the share of test features the store served."""
-    cost = dict(cost or {})
-    cost["eval_seconds"] = cost.get("eval_seconds", 0.0) + result.seconds
-    cost["eval_images"] = cost.get("eval_images", 0) + len(result.labels)
-    cost["test_features_from_store"] = cost.get("test_features_from_store", 0) + result.from_store
-    return finish_cost(cost)
-
-
-def finish_cost(cost: dict) -> dict:
-    images, seconds = cost.get("eval_images", 0), cost.get("eval_seconds", 0.0)
-    return {**cost, "eval_images_per_second": images / seconds if seconds else 0.0,
-            "store_share": cost.get("test_features_from_store", 0) / images if images else 0.0}
-
-
 def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
     run = _trained(cfg, spec, folder, splits, runtime)
     base = run.metrics["accuracy"]
     new = _evaluate_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
     return Outcome({"base": base, "new": new.accuracy, "hm": harmonic_mean(base, new.accuracy)},
-                   run.metrics.get("shortfall"), with_evaluation(run.metrics.get("cost"), new))
+                   run.metrics.get("shortfall"), evaluation_cost(run.metrics.get("cost"), new))
 
 
 def _all_classes(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
-    run = _trained(cfg, spec, folder, splits, runtime)
-    return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"),
-                   finish_cost(dict(run.metrics.get("cost") or {})))
+    return _test_accuracy(_trained(cfg, spec, folder, splits, runtime))
+
+
+def _test_accuracy(run: TrainedRun) -> Outcome:
+    """A trained run's outcome: the accuracy of its own test evaluation, its shortfall and cost."""
+    return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"), run.metrics.get("cost"))
 
 
 def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
                           runtime: Runtime, source_accuracy: bool) -> Outcome:
     run = _trained(cfg, spec, folder, splits, runtime)
-    metrics, cost = {"accuracy": run.metrics["accuracy"]}, finish_cost(dict(run.metrics.get("cost") or {}))
-    if source_accuracy:
-        source = _evaluate_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
-        metrics["source"], cost = source.accuracy, with_evaluation(cost, source)
-    return Outcome(metrics, run.metrics.get("shortfall"), cost)
+    outcome = _test_accuracy(run)
+    if not source_accuracy:
+        return outcome
+    source = _evaluate_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
+    return Outcome({**outcome.metrics, "source": source.accuracy}, outcome.shortfall,
+                   evaluation_cost(outcome.cost, source))
 
 
 class _SourceModel:
@@ -443,8 +431,7 @@ class _SourceModel:
     def train_source(self, spec: TaskSpec, splits: DatasetSplits) -> Outcome:
         run = _trained(self.cfg, spec, self.folder, splits, self.runtime)
         self.method = run.method
-        return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"),
-                       finish_cost(dict(run.metrics.get("cost") or {})))
+        return _test_accuracy(run)
 
     def transfer(self, task: DatasetSplits) -> Outcome:
         if self.method is None:
@@ -452,5 +439,5 @@ class _SourceModel:
                 raise MetapromptError(f"{self.folder}: the source run has no artifact to transfer")
             self.method = _load_trained(self.cfg, self.folder, task, self.runtime)
         result = _evaluate_on(self.method, task, self.cfg, self.runtime)
-        return Outcome({"accuracy": result.accuracy}, cost=with_evaluation(
+        return Outcome({"accuracy": result.accuracy}, cost=evaluation_cost(
             {"trainable_parameters": trainable_parameters(self.method)}, result))

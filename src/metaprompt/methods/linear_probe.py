@@ -61,10 +61,11 @@ def search_c(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nda
         tried.append((c, acc * 100))
         return clf, acc
 
-    initial = [accuracy(c)[1] for c in INITIAL_SEARCH]
-    peak = INITIAL_SEARCH[int(np.argmax(initial))]
+    initial = [accuracy(c) for c in INITIAL_SEARCH]
+    first_best = int(np.argmax([acc for _, acc in initial]))
+    peak = INITIAL_SEARCH[first_best]
     left, right = 0.1 * peak, 10.0 * peak
-    best = None
+    best = (initial[first_best][0], peak, initial[first_best][1])  # with no halving asked for
     for _ in range(steps):
         (clf_left, acc_left), (clf_right, acc_right) = accuracy(left), accuracy(right)
         middle = 10 ** (0.5 * (math.log10(right) + math.log10(left)))
@@ -72,9 +73,6 @@ def search_c(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nda
             best, left = (clf_right, right, acc_right), middle
         else:
             best, right = (clf_left, left, acc_left), middle
-    if best is None:  # no halving asked for: the initial search's best
-        clf, acc = accuracy(peak)
-        best = (clf, peak, acc)
     clf, c, acc = best
     return clf, ProbeFit(c, acc * 100, tuple(tried))
 
