@@ -59,3 +59,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def world_root(tmp_path_factory):
+    """A small rendering of the offline world (2 train, 2 test, 1 val image per class and domain) as a data
+    root: ``ROOT/world``."""
+    from metaprompt.world import render_world
+
+    root = tmp_path_factory.mktemp("world-data")
+    render_world(root / "world", seed=0, train_per_class=2, test_per_class=2, val_per_class=1, progress=False)
+    return root

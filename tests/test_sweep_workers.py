@@ -96,15 +96,43 @@ def test_three_workers_finish_one_sweep_together_and_take_over_a_killed_one(root
     assert accuracy_tables(survivors[0]) == accuracy_tables(done.stdout)
 
 
-def test_a_sweep_with_other_settings_in_the_same_folder_is_refused_naming_the_setting(root, tmp_path, capsys):
+def test_a_sweep_with_other_settings_in_the_same_folder_is_refused_naming_the_folder(root, tmp_path, capsys):
     out = tmp_path / "out"
     fast = ["--set", "max_steps=1", "--seeds", "1"]
     assert main([*sweep_args(root, out), *fast]) == 0
     capsys.readouterr()
     assert main([*sweep_args(root, out), *fast, "--set", "lr=0.01"]) == 2
     err = capsys.readouterr().err
-    assert "a base2new sweep of coop with other settings" in err and "train.lr is 0.05 there, 0.01 in this" in err
+    folder = out / "base2new" / "coop" / "world" / "seed1"
+    assert f"{folder} holds a run with other settings" in err and "train.lr is 0.05 there, 0.01 in this" in err
     assert main([*sweep_args(root, out), *fast, "--seeds", "1", "2", "--workers", "1"]) == 0  # more seeds: the same sweep
+    # another name keeps both apart, in the same --out
+    assert main([*sweep_args(root, out), *fast, "--set", "lr=0.01", "--name", "coop_lr001"]) == 0
+
+
+def test_the_documented_loops_run_in_one_out_folder(root, tmp_path, capsys):
+    """Other shots, other datasets, other protocols: other run folders, never refused (README's DG loop)."""
+    out = tmp_path / "out"
+    fast = ["--preset", "world_coop_dg", "--set", "max_steps=1", "--seeds", "1", "--targets", "photo",
+            "--root", str(root), "--out", str(out), "--no-progress", "--workers", "0"]
+    for shots in ("1", "2"):
+        assert main(["run", "dg", "--method", "coop", "--dataset", "world_dg", "--shots", shots, *fast]) == 0
+    assert (out / "dg/coop/world_dg/shots1/photo/seed1/result.json").is_file()
+    assert (out / "dg/coop/world_dg/shots2/photo/seed1/result.json").is_file()
+
+
+def test_a_failed_sweep_leaves_nothing_that_blocks_its_corrected_retry(root, tmp_path, capsys):
+    out = tmp_path / "out"
+    fast = ["--set", "max_steps=1", "--seeds", "1"]
+    assert main([*sweep_args(root, out), *fast, "--pretrained", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    assert not (out / "base2new" / "coop" / "world" / "seed1").exists()
+    assert main([*sweep_args(root, out), *fast]) == 0
+
+
+def test_a_seed_given_twice_is_refused_not_counted_twice(root, tmp_path, capsys):
+    assert main([*sweep_args(root, tmp_path / "out"), "--seeds", "1", "1"]) == 2
+    assert "base2new coop world seed 1 is asked for twice" in capsys.readouterr().err
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_line(root, tmp_path, capsys, monkeypatch):

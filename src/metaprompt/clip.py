@@ -28,12 +28,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import weights
+from .config import WORLD_MODEL
 from .errors import MetapromptError
 from .precision import AUTO, PRECISIONS, PURE_FP16, resolve_precision
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Autocast dtype of the mixed precisions; the others run without autocast (see :mod:`metaprompt.precision`)."""
-WORLD_MODEL = "world-tiny"
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,28 @@ EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train
 which changes no number) and what the protocol asks of it (seed, shots)."""
 
 
+WORLD_MODEL = "world-tiny"
+"""The offline world's tiny CLIP (:mod:`metaprompt.world`): its runs start from the ``world_*`` presets."""
+WORLD_PRESET_SUFFIX = {"dg": "dg"}
+"""The world preset a protocol starts from: ``world_<method>_dg`` for domain generalisation, else ``_b2n``."""
+
+
 def protocol_preset(protocol: str, method: str | None) -> str | None:
     """The preset a ``protocol`` (``dg``, ``xd``) run of ``method`` starts from (None: the method's default)."""
     return PROTOCOL_PRESETS.get(protocol, {}).get(method or "")
+
+
+def default_preset(method: str, protocol: str = "base2new", model: str | None = None) -> str:
+    """The preset a ``protocol`` run of ``method`` starts from when none is named: on the offline world's model
+    its world preset (``world_<method>_dg`` for DG when there is one, else ``world_<method>_b2n``), else the
+    protocol's published preset, else the method's default."""
+    if model == WORLD_MODEL:
+        names = preset_names()
+        for name in (f"world_{method}_{WORLD_PRESET_SUFFIX.get(protocol, 'b2n')}", f"world_{method}_b2n",
+                     f"world_{method}"):
+            if name in names:
+                return name
+    return protocol_preset(protocol, method) or DEFAULT_PRESETS[method]
 
 
 @dataclass
@@ -257,13 +276,17 @@ def _kind(types: type | tuple) -> str:
 
 
 def resolve(method: str | None = None, preset: str | None = None, sets: list[str] | None = None,
-            model: str | None = None, pretrained: str | None = None) -> RunConfig:
-    """Preset (the method's default one unless named) < ``--set`` overrides < explicit model flags."""
+            model: str | None = None, pretrained: str | None = None, protocol: str = "base2new") -> RunConfig:
+    """Preset (unless named, the one :func:`default_preset` picks for the method, protocol and model) <
+    ``--set`` overrides < explicit model flags. ``model`` world-tiny means its shipped weights unless
+    ``pretrained`` names others."""
     if method is None and preset is None:
         raise MetapromptError("give --method or --preset")
     if method is not None:
         method_config_class(method)
-    preset = preset or DEFAULT_PRESETS[method]
+    preset = preset or default_preset(method, protocol, model)
+    if model == WORLD_MODEL and pretrained is None:
+        pretrained = "none"
     data = load_preset(preset)
     if method is not None and data["method"] != method:
         raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")

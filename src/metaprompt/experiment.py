@@ -59,10 +59,12 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON file a run wrote; a damaged one is an error naming it (ValueError covers bad bytes and bad JSON)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise MetapromptError(f"{path}: unreadable ({err}); pass --overwrite to start the run over") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MetapromptError(f"{path}: unreadable ({' '.join(str(err).split())}); expected the JSON a run "
+                              "writes: delete the run folder (or pass --overwrite to train) to start it over") from None
 
 
 def environment() -> dict:

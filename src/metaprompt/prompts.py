@@ -45,11 +45,12 @@ def context_from_text(clip: PromptCLIP, text: str, n_ctx: int) -> torch.Tensor:
 
 
 def deep_prompts(clip: PromptCLIP, depth: int, n_ctx: int, width: int, layers: int,
-                 ctx_init: str = "") -> nn.Parameter:
-    """[depth, n_ctx, width] prompts: random, with layer 0 taken from ``ctx_init`` when given."""
+                 ctx_init: str = "", option: str = "depth") -> nn.Parameter:
+    """[depth, n_ctx, width] prompts: random, with layer 0 taken from ``ctx_init`` when given. ``option``: the
+    method's option that sets ``depth`` (named when it is out of range)."""
     if not 1 <= depth <= layers:
         raise MetapromptError(f"prompt depth {depth} is outside 1..{layers}: the encoder has {layers} blocks "
-                              f"(set the method's depth option to at most {layers}, e.g. --set depth={layers})")
+                              f"(set {option} to at most {layers}, e.g. --set {option}={layers})")
     prompts = random_prompts(depth, n_ctx, width)
     if ctx_init:
         with torch.no_grad():

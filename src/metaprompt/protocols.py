@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, Iterator
 
 from . import distributed as dist
 from .artifact import read_artifact
+from .checkpoint import CHECKPOINT_NAME
 from .benchmark import DG_DOMAINS, RESULT_NAME, harmonic_mean, read_result
 from .config import RunConfig
 from .data.base import DatasetSplits
@@ -107,7 +108,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
                  runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per dataset and seed: train on the base classes, then test base images over the base classes and
     new images over the new classes. Returns every run's result (metrics ``base``, ``new``, ``hm``)."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
     read = _dataset_reader(root)
     runs = []
     for dataset in datasets:
@@ -118,7 +119,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
             runs.append(SweepRun(f"base2new {name} {dataset} seed {seed}", folder, dataset,
                             _record("base2new", name, seeded, dataset),
                             lambda c=seeded, s=spec, f=folder: _base_to_new(c, s, f, read(s.dataset), runtime)))
-    return sweep(runs, root, runtime, SweepSettings(out, "base2new", name, cfg))
+    return sweep(runs, root, runtime, out)
 
 
 def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out: str | Path,
@@ -128,7 +129,7 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     train on ``cfg.train.shots`` shots per class per source domain, test on the target domain (metric
     ``accuracy``). With ``source_accuracy``, also test on the source domains' test images that were not
     trained on (metric ``source``), to show how much of a gain stays on the domains it was tuned on."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
     targets = targets or list(_domains(dataset))
     unknown = sorted(set(targets) - set(_domains(dataset)))
     if unknown:
@@ -143,11 +144,11 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
             spec = TaskSpec(dataset, str(root), target=target)
             folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
             runs.append(SweepRun(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
-                            _record("dg", name, seeded, dataset, target=target),
+                            _record("dg", name, seeded, dataset, {"source_accuracy": source_accuracy},
+                                    target=target),
                             lambda c=seeded, s=spec, f=folder: _leave_one_domain_out(
                                 c, s, f, read(s.dataset), runtime, source_accuracy)))
-    return sweep(runs, root, runtime, SweepSettings(out, "dg", name, cfg, {"dataset": dataset,
-                                                                          "source_accuracy": source_accuracy}))
+    return sweep(runs, root, runtime, out)
 
 
 def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: list[int], root: str | Path,
@@ -155,7 +156,7 @@ def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: li
     """CoOp's few-shot classification: per dataset, shot count and seed, train on ``shots`` images of every
     class (the preset's variant for that shot count: CoOp's schedule per shots), test on the whole test split
     over all classes (metric ``accuracy``)."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
     read = _dataset_reader(root)
     runs = []
     for dataset in datasets:
@@ -167,14 +168,17 @@ def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: li
                 runs.append(SweepRun(f"fewshot {name} {dataset} {k}-shot seed {seed}", folder, dataset,
                                      _record("fewshot", name, seeded, dataset),
                                      lambda c=seeded, s=spec, f=folder: _all_classes(c, s, f, read(s.dataset), runtime)))
-    return sweep(runs, root, runtime, SweepSettings(out, "fewshot", name, cfg, varied=("train.shots",)))
+    return sweep(runs, root, runtime, out)
 
 
 def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], root: str | Path, out: str | Path,
            runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per seed: train once on ``source`` (all classes), then test that one artifact on each target
     dataset's test split over the target's classes."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), name or cfg.method
+    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
+    if source in targets:
+        raise MetapromptError(f"--targets: {source} is the source dataset (trained on and tested in its own run); "
+                              "expected target datasets other than the source")
     read = _dataset_reader(root)
     runs = []
     for seed in seeds:
@@ -184,50 +188,34 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
         source_folder = base / source / f"seed{seed}"
         model = _SourceModel(seeded, source_folder, runtime)
         runs.append(SweepRun(f"xd {name} {source} (source) seed {seed}", source_folder, source,
-                        _record("xd", name, seeded, source, source=source),
+                        _record("xd", name, seeded, source, {"source": source}, source=source),
                         lambda s=spec, m=model: m.train_source(s, read(s.dataset))))
         for target in targets:
             folder = base / target / f"seed{seed}"
             artifact = os.path.relpath(source_folder / ARTIFACT_NAME, folder)
             runs.append(SweepRun(f"xd {name} {source} -> {target} seed {seed}", folder, target,
-                            _record("xd", name, seeded, target, source=source, artifact=artifact),
+                            _record("xd", name, seeded, target, {"source": source}, source=source,
+                                    artifact=artifact),
                             lambda t=target, m=model: m.transfer(build_task(TaskSpec(t, str(root)), splits=read(t))),
                             after=source_folder))
-    return sweep(runs, root, runtime, SweepSettings(out, "xd", name, cfg, {"source": source}))
+    return sweep(runs, root, runtime, out)
 
 
-@dataclass(frozen=True)
-class SweepSettings:
-    """What makes two sweeps into one output folder the same sweep: the protocol, the name, the run config
-    (less its seed, which the runs vary, and what changes no result) and the protocol's own options."""
-
-    out: Path
-    protocol: str
-    name: str
-    cfg: RunConfig
-    options: dict = field(default_factory=dict)
-    varied: tuple[str, ...] = ()
-    """Settings the protocol varies over its runs (few-shot: ``train.shots``), like the seed."""
-
-    IGNORED: ClassVar[tuple[str, ...]] = ("train.seed", "train.num_workers")
-
-    def values(self) -> dict:
-        flat = {**_flatten(self.cfg.to_dict()), **{f"{self.protocol}.{k}": v for k, v in self.options.items()}}
-        return {key: value for key, value in flat.items() if key not in (*self.IGNORED, *self.varied)}
-
-
-def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, settings: SweepSettings) -> list[dict]:
+def sweep(runs: list[SweepRun], root: str | Path, runtime: Runtime, out: str | Path) -> list[dict]:
     """Execute the unfinished runs, writing each one's result.json, together with any other worker running
     the same sweep into the same folder (see :mod:`metaprompt.leases`): each run is claimed before it starts,
     runs other workers hold are left to them (and taken over when their worker is gone), finished ones are
-    skipped. Returns every run's result, once all are finished."""
+    skipped. A run folder that holds another run's settings stops the sweep before anything runs (see
+    :func:`check_run_settings`). Returns every run's result, once all are finished."""
+    _check_distinct(runs)
     todo = [i for i, run in enumerate(runs) if not (run.folder / RESULT_NAME).is_file()]
     _check_data(root, {runs[i].dataset for i in todo})
     leases, error = None, None
     if dist.is_main():
         try:
-            leases = Leases(settings.out, stale_after=runtime.lease_timeout)
-            check_settings(leases, settings)
+            for run in runs:
+                check_run_settings(run)
+            leases = Leases(out, stale_after=runtime.lease_timeout)
         except MetapromptError as err:
             error = err
     dist.fail_together(error)
@@ -289,7 +277,8 @@ def _next_run(runs: list[SweepRun], todo: list[int], leases: Leases | None) -> t
 
 def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
     start = time.perf_counter()
-    outcome = run.execute()
+    with _settings_recorded(run):
+        outcome = run.execute()
     wall = time.perf_counter() - start
     result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
               "cost": outcome.cost, "environment": environment()}
@@ -298,23 +287,75 @@ def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
     runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
 
 
-def check_settings(leases: Leases, settings: SweepSettings) -> None:
-    """Record the sweep's settings in its folder, or refuse a sweep whose settings differ from those recorded
-    there, naming the first setting that differs."""
-    path = leases.dir.parent / "sweeps" / f"{settings.protocol}-{settings.name}.json"
-    wanted = json.loads(json.dumps(settings.values()))  # as JSON reads them back (tuples as lists)
-    with leases.locked():
+SETTINGS_NAME = "settings.json"
+KEPT_FILES = (CHECKPOINT_NAME, ARTIFACT_NAME, RESULT_NAME)
+"""A run folder holding one of these has something to keep: its settings stay with it."""
+IGNORED_SETTINGS = ("train.seed", "train.num_workers", "train.test_batch_size")
+"""Settings a run folder's path already keeps apart (the seed) or that change no number."""
+
+
+def run_settings(cfg: RunConfig, options: dict | None = None, protocol: str = "") -> dict:
+    """What makes a result this run's result: the run config (flattened, less :data:`IGNORED_SETTINGS`) and
+    the protocol's own options, as JSON reads them back (tuples as lists)."""
+    flat = {key: value for key, value in _flatten(cfg.to_dict()).items() if key not in IGNORED_SETTINGS}
+    flat.update({f"{protocol}.{key}": value for key, value in (options or {}).items()})
+    return json.loads(json.dumps(flat))
+
+
+def check_run_settings(run: SweepRun) -> None:
+    """Refuse to run into a folder that holds (or held) a run with other settings, naming the folder and the
+    first setting that differs. A folder with no settings recorded (an older version's) is taken as is."""
+    stored = _stored_settings(run.folder)
+    if stored is None:
+        return
+    for key in sorted(set(stored) | set(run.record["settings"])):
+        there, here = stored.get(key, "(unset)"), run.record["settings"].get(key, "(unset)")
+        if there != here:
+            raise MetapromptError(
+                f"{run.folder} holds a run with other settings ({key} is {there!r} there, {here!r} in this "
+                f"command); pass another --out, or --name to keep both, or delete that folder to run it again")
+
+
+def _stored_settings(folder: Path) -> dict | None:
+    for path in (folder / SETTINGS_NAME, folder / RESULT_NAME):
         if path.is_file():
             stored = read_json(path)
-            for key in sorted(set(stored) | set(wanted)):
-                if stored.get(key, "(unset)") != wanted.get(key, "(unset)"):
-                    raise MetapromptError(
-                        f"{settings.out}: a {settings.protocol} sweep of {settings.name} with other settings runs or "
-                        f"ran here ({key} is {stored.get(key, '(unset)')!r} there, {wanted.get(key, '(unset)')!r} "
-                        f"in this command; recorded in {path}); pass another --out, or --name to keep both")
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, wanted)
+            if not isinstance(stored, dict):
+                raise MetapromptError(f"{path}: expected a JSON object, found {type(stored).__name__}; "
+                                      "delete the run folder to run it again")
+            if path.name == SETTINGS_NAME:
+                return stored
+            return stored.get("settings") if isinstance(stored.get("settings"), dict) else None
+    return None
+
+
+@contextlib.contextmanager
+def _settings_recorded(run: SweepRun) -> Iterator[None]:
+    """The run's settings in its folder while it executes and after; taken away again (with the folder, when
+    nothing else is in it) when the run fails before it has a checkpoint, an artifact or a result, so that
+    the corrected command can run there."""
+    path = run.folder / SETTINGS_NAME
+    if dist.is_main():
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_json(path, run.record["settings"])
+    try:
+        yield
+    except BaseException:
+        if dist.is_main() and not any((run.folder / name).is_file() for name in KEPT_FILES):
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run.folder.rmdir()
+        raise
+
+
+def _check_distinct(runs: list[SweepRun]) -> None:
+    """Two runs of one command into one folder (a seed or a target given twice) would be one run counted twice."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        if run.folder in seen:
+            raise MetapromptError(f"{run.label} is asked for twice (a seed, target or dataset listed more than "
+                                  "once); expected each once")
+        seen[run.folder] = run.label
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -328,15 +369,26 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def run_name(name: str | None, cfg: RunConfig) -> str:
+    """The name of a sweep's runs in folders and tables: ``name``, a plain folder name, or the method."""
+    if name is None:
+        return cfg.method
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0") or not name.isprintable():
+        raise MetapromptError(f"--name {name!r}: expected a plain folder name (letters, digits, - _ +, not "
+                              "starting with a dot, no slashes), as it names a folder under --out")
+    return name
+
+
 def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
     return cfg.with_values({"train.seed": seed})
 
 
-def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, **extra: str) -> dict:
+def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, options: dict | None = None,
+            **extra: str) -> dict:
     return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "follows": cfg.follows,
             "departures": cfg.departures, "model": cfg.model,
             "pretrained": cfg.pretrained, "dataset": dataset, "shots": cfg.train.shots, "seed": cfg.train.seed,
-            **extra}
+            "precision": cfg.train.precision, "settings": run_settings(cfg, options, protocol), **extra}
 
 
 def _domains(dataset: str) -> tuple[str, ...]:

@@ -52,10 +52,11 @@ def add_config_args(p: argparse.ArgumentParser, preset_default: str = "the metho
                    help="open_clip pretrained tag (openai), a local checkpoint file, or none (default: the preset's)")
 
 
-def run_config(args: argparse.Namespace, train: dict | None = None, preset: str | None = None) -> RunConfig:
-    """The run's configuration: the preset (``preset`` when ``--preset`` is not given), then ``--set``, then
-    the model flags, then ``train`` (the command's own options, by flag: ``{"shots": 5}``) and ``--workers``."""
-    cfg = resolve(args.method, args.preset or preset, args.sets, args.model, args.pretrained)
+def run_config(args: argparse.Namespace, train: dict | None = None, protocol: str = "base2new") -> RunConfig:
+    """The run's configuration: the preset (``--preset``, else the one the method, ``protocol`` and ``--model``
+    start from), then ``--set``, then the model flags, then ``train`` (the command's own options, by flag:
+    ``{"shots": 5}``) and ``--workers``."""
+    cfg = resolve(args.method, args.preset, args.sets, args.model, args.pretrained, protocol)
     flags = {**(train or {}), "workers": getattr(args, "workers", None)}
     for flag, value in flags.items():
         if value is None:

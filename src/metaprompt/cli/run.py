@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
-from ..config import protocol_preset
 from ..errors import MetapromptError
 from ..leases import STALE_SECONDS
 from .common import add_config_args, add_runtime_args, compute_options, run_config, start_runtime
@@ -221,7 +220,7 @@ def run_dg_command(args: argparse.Namespace) -> list[dict]:
     from ..protocols import run_dg
 
     runtime = runtime_of(args)
-    cfg = run_config(args, {"shots": args.shots}, preset=protocol_preset("dg", args.method))
+    cfg = run_config(args, {"shots": args.shots}, protocol="dg")
     return run_dg(cfg, args.dataset, args.seeds, args.root, args.out, runtime, args.name, args.targets,
                   args.source_accuracy)
 
@@ -234,7 +233,7 @@ def run_fewshot_command(args: argparse.Namespace) -> list[dict]:
         raise MetapromptError(f"--shots: expected shot counts of 1 or more, got {' '.join(map(str, bad))}")
     runtime = runtime_of(args)
     datasets = list(BASE_TO_NEW_DATASETS) if args.datasets == ["all"] else args.datasets
-    cfg = run_config(args, preset=protocol_preset("fewshot", args.method))
+    cfg = run_config(args, protocol="fewshot")
     return run_fewshot(cfg, datasets, args.shots, args.seeds, args.root, args.out, runtime, args.name)
 
 
@@ -243,5 +242,5 @@ def run_xd_command(args: argparse.Namespace) -> list[dict]:
 
     runtime = runtime_of(args)
     targets = [t for t in CROSS_DATASET_TARGETS if t != args.source] if args.targets == ["all"] else args.targets
-    return run_xd(run_config(args, preset=protocol_preset("xd", args.method)), args.source, targets, args.seeds,
+    return run_xd(run_config(args, protocol="xd"), args.source, targets, args.seeds,
                   args.root, args.out, runtime, args.name)

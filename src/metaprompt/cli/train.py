@@ -28,7 +28,8 @@ def command(args: argparse.Namespace) -> int:
     from .. import distributed as dist
     from ..experiment import train_run
 
-    cfg = run_config(args, {"shots": args.shots, "seed": args.seed}).for_task(args.dataset)
+    cfg = run_config(args, {"shots": args.shots, "seed": args.seed},
+                     protocol="dg" if args.target_domain else "base2new").for_task(args.dataset)
     device = start_runtime(args)
     metrics = train_run(cfg, task_spec(args), args.out, device=device, options=compute_options(args),
                         progress=not args.no_progress, overwrite=args.overwrite,

@@ -38,9 +38,9 @@ class IVLP(PromptMethod):
         clip.require_text_prompts(self.name)
         clip.require_visual_prompts(self.name)
         self.text_prompts = deep_prompts(clip, cfg.text_depth, cfg.n_ctx, clip.d_text,
-                                         len(clip.model.transformer.resblocks), self.ctx_init)
+                                         len(clip.model.transformer.resblocks), self.ctx_init, option="text_depth")
         self.visual_prompts = deep_prompts(clip, cfg.vision_depth, cfg.n_vis, clip.d_vis,
-                                           len(clip.model.visual.transformer.resblocks))
+                                           len(clip.model.visual.transformer.resblocks), option="vision_depth")
 
     def on_classes_changed(self) -> None:
         self.class_prompts = ClassPrompts(self.clip, self.classnames, self.cfg.n_ctx, self.ctx_init)
