@@ -45,3 +45,20 @@ def test_a_prompt_depth_the_model_lacks_names_the_methods_own_option(method, opt
     err = capsys.readouterr().err
     assert f"--set {option}=4" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_with_a_target_domain_scores_what_run_dg_scored(world_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "dg", "--method", "coop", "--model", "world-tiny", "--dataset", "world_dg", "--shots", "1",
+                 "--targets", "sketch", "--seeds", "1", "--root", str(world_root), "--out", str(out),
+                 "--set", "max_steps=2", "--no-progress"]) == 0
+    run = out / "dg" / "coop" / "world_dg" / "shots1" / "sketch" / "seed1"
+    accuracy = json.loads((run / "result.json").read_text())["metrics"]["accuracy"]
+    capsys.readouterr()
+    eval_args = ["eval", "--prompts", str(run / "prompts.safetensors"), "--dataset", "world_dg",
+                 "--root", str(world_root), "--no-progress"]
+    assert main([*eval_args, "--target-domain", "sketch"]) == 0
+    assert f"accuracy: {accuracy:.2f}% (" in capsys.readouterr().out
+    assert main(eval_args) == 0  # no target: says it scored every domain, and each domain's accuracy
+    out_text = capsys.readouterr().out
+    assert "no --target-domain was given" in out_text and f"sketch {accuracy:.2f}%" in out_text

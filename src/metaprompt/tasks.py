@@ -34,6 +34,8 @@ def build_task(spec: TaskSpec, shots: int = 0, seed: int = 1, splits: DatasetSpl
     if spec.target:
         if recorded:
             return recorded_items(recorded, source, splits, leave_one_domain_out(splits, spec.target))
+        if not shots:  # all the source images; the test set is the target's, as the protocol defines it
+            return leave_one_domain_out(splits, spec.target)
         return dg_task(splits, spec.target, shots, seed)
     if recorded:
         drawn = recorded_items(recorded, source, splits, splits)

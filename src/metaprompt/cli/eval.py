@@ -47,6 +47,22 @@ def command(args: argparse.Namespace) -> int:
         np.savez(args.dump_logits, logits=result.logits.numpy(), labels=result.labels.numpy(),
                  classnames=np.array(task.classnames))
     skipped = f", {result.skipped_images} unreadable images skipped" if result.skipped_images else ""
+    scored = f"target domain {args.target_domain}" if args.target_domain else f"{args.classes} classes"
     print(f"accuracy: {result.accuracy:.2f}% ({len(result.labels)} images, {len(task.classnames)} classes, "
-          f"{args.classes} classes of {args.dataset} {args.split}{skipped})")
+          f"{scored} of {args.dataset} {args.split}{skipped})")
+    if task.domains and not args.target_domain:
+        print(domain_note(task, items, result, args.split))
     return 0
+
+
+def domain_note(task, items: list, result, split: str) -> str:
+    """What an evaluation of a domain-generalisation dataset without --target-domain scored: every domain's
+    images together, and each domain's accuracy (when no image was skipped)."""
+    per_domain: dict[str, list[bool]] = {}
+    if len(result.labels) == len(items):
+        for datum, right in zip(items, (result.logits.argmax(1) == result.labels).tolist()):
+            per_domain.setdefault(datum.domain, []).append(right)
+    accuracies = "".join(f"; {domain} {100 * sum(v) / len(v):.2f}%" for domain, v in per_domain.items())
+    return (f"note: {task.name} is a domain-generalisation dataset and no --target-domain was given: this scored "
+            f"the {split} images of every domain ({', '.join(task.domains)}) together{accuracies}. Pass "
+            "--target-domain D to score one held-out domain as `metaprompt run dg` does")
