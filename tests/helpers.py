@@ -57,7 +57,7 @@ def make_image_folder(root: Path, classes: list[str], per_class: dict[str, int],
 
 # ------------------------------------------------------------------ command lines
 
-SMALL = {"coop": ["n_ctx=2"], "metaprompt": ["text_depth=2", "vision_depth=2"]}
+SMALL = {"coop": ["ctx_init=a photo"], "metaprompt": ["text_depth=2", "vision_depth=2"]}
 """Options that keep each method small on the tiny model."""
 
 

@@ -16,7 +16,7 @@ CLASSES = sorted(["red_star", "blue_circle", "green_square", "yellow_heart", "ca
 NAMES = list(CLASSES)  # labels follow the sorted folder names; readers keep them as they are
 SMALL = {
     "zeroshot": [],
-    "coop": ["n_ctx=4"],
+    "coop": [],
     "kgcoop": ["n_ctx=4"],
     "cocoop": [],
     "vpt": ["depth=3", "n_vis=2"],

@@ -62,3 +62,62 @@ def test_eval_with_a_target_domain_scores_what_run_dg_scored(world_root, tmp_pat
     assert main(eval_args) == 0  # no target: says it scored every domain, and each domain's accuracy
     out_text = capsys.readouterr().out
     assert "no --target-domain was given" in out_text and f"sketch {accuracy:.2f}%" in out_text
+
+
+# ------------------------------------------------------------------ records say what took effect
+
+@pytest.mark.parametrize("method", ["coop", "kgcoop"])
+def test_n_ctx_given_alone_is_what_the_artifact_config_and_departures_hold(method, world_root, tmp_path, capsys):
+    from metaprompt.artifact import read_artifact
+
+    out = tmp_path / "run"
+    assert main(["train", "--method", method, "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+                 "--classes", "base", "--out", str(out), "--set", "n_ctx=8", "--set", "max_steps=1",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "n_ctx=8 given: the context starts from 8 random vectors" in err
+    assert read_artifact(out / "prompts.safetensors").tensors["text_prompts"].shape[1] == 8
+    method_config = yaml.safe_load((out / "config.yaml").read_text())["run"]["method_config"]
+    assert (method_config["n_ctx"], method_config["ctx_init"]) == (8, "")
+
+
+def test_n_ctx_and_ctx_init_that_disagree_are_refused_naming_both(capsys):
+    assert main(["config", "--method", "coop", "--set", "n_ctx=8", "--set", "ctx_init=a photo"]) == 2
+    assert "n_ctx 8 and ctx_init 'a photo' (2 words) disagree" in capsys.readouterr().err
+
+
+def test_ctx_init_none_means_no_words():
+    assert resolve("coop", sets=["ctx_init=none"]).method_config.ctx_init == ""
+    assert resolve("ivlp", sets=["ctx_init=None"]).method_config.ctx_init == ""
+
+
+def test_a_user_preset_that_follows_a_released_file_records_its_departures(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("method: coop\nfollows: KaiyangZhou/CoOp configs/trainers/CoOp/vit_b16_ctxv1.yaml\n"
+                    "method_config: {n_ctx: 4, ctx_init: a photo of a}\ntrain: {batch_size: 32, lr: 0.01, epochs: 200}\n")
+    cfg = resolve(preset=str(mine)).for_task("eurosat")
+    assert cfg.departures == {"train.lr": {"published": 0.002, "used": 0.01}}
+    unknown = tmp_path / "other.yaml"
+    unknown.write_text("method: coop\nfollows: someone/else config.yaml\n")
+    assert "no shipped coop preset follows" in resolve(preset=str(unknown)).notes[0]
+
+
+def test_shots_depart_unless_published_and_unused_settings_never_do():
+    assert resolve("coop", sets=["shots=4"]).for_task("eurosat").departures == {
+        "train.shots": {"published": 16, "used": 4}}
+    for shots in (1, 5):  # the DG paper's shots
+        assert resolve("metaprompt", "metaprompt_dg", sets=[f"shots={shots}"]).for_task("pacs").departures == {}
+    assert "train.shots" in resolve("metaprompt", "metaprompt_dg", sets=["shots=2"]).for_task("pacs").departures
+    assert resolve("zeroshot", sets=["epochs=1", "lr=0.1", "shots=4"]).for_task("eurosat").departures == {}
+    assert resolve("linear_probe", sets=["epochs=3"]).for_task("eurosat").departures == {}
+
+
+def test_config_prints_the_resolved_configuration_and_departures_without_running(capsys):
+    assert main(["config", "--method", "coop", "--dataset", "imagenet", "--set", "lr=0.01"]) == 0
+    out = capsys.readouterr().out
+    record = yaml.safe_load(out)
+    assert record["train"]["epochs"] == 50 and record["train"]["lr"] == 0.01  # ImageNet's variant, the user's LR
+    assert record["follows"].endswith("vit_b16_ep50_ctxv1.yaml")
+    assert "# this run departs from the published config" in out and "lr=0.01 (published 0.002)" in out
+    assert main(["config", "--method", "metaprompt", "--model", "world-tiny", "--protocol", "dg"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["preset"] == "world_metaprompt_dg"

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import weights
-from .config import WORLD_MODEL
+from .world import WORLD_MODEL
 from .errors import MetapromptError
 from .precision import AUTO, PRECISIONS, PURE_FP16, resolve_precision
 

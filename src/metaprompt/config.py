@@ -28,6 +28,7 @@ import yaml
 
 from .errors import MetapromptError
 from .precision import PRECISIONS
+from .world import WORLD_MODEL
 from .validation import allowed_types, at_least, fraction, in_range, one_of, positive, validate
 
 DEFAULT_PRESETS = {
@@ -47,13 +48,12 @@ PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "mapl
 """Methods with a preset of their own for a protocol (MetaPrompt's domain-generalisation config, MaPLe's released
 cross-dataset config); the others start from their default preset."""
 TOP_LEVEL = ("model", "pretrained")
-EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed", "train.shots"})
+EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed"})
 """Settings that do not depart from a published configuration: how a run executes (workers, the test batch,
-which changes no number) and what the protocol asks of it (seed, shots)."""
+which changes no number) and the seed. Shots depart unless the preset publishes them (its ``shots`` list)."""
 
 
-WORLD_MODEL = "world-tiny"
-"""The offline world's tiny CLIP (:mod:`metaprompt.world`): its runs start from the ``world_*`` presets."""
+
 WORLD_PRESET_SUFFIX = {"dg": "dg"}
 """The world preset a protocol starts from: ``world_<method>_dg`` for domain generalisation, else ``_b2n``."""
 
@@ -151,6 +151,10 @@ class RunConfig:
     published: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     user_keys: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
     variants: tuple[Variant, ...] = field(default=(), repr=False, compare=False)
+    published_shots: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    """The shot counts the released scripts run this config with (a preset's ``shots``; empty: its train.shots)."""
+    notes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """What resolving the user's options changed besides them (see :func:`with_reconciled`), said when a run starts."""
 
     def __post_init__(self) -> None:
         validate(self, scope="")
@@ -206,9 +210,19 @@ class RunConfig:
                 cfg.published.update(variant.values)
                 break
         cfg.departures = {key: {"published": published, "used": cfg.value(key)}
-                          for key, published in cfg.published.items()
-                          if key not in EXECUTION_KEYS and cfg.value(key) != published}
+                          for key, published in cfg.published.items() if cfg.departs(key, published)}
         return cfg
+
+    def departs(self, key: str, published: Any) -> bool:
+        """Whether the value of ``key`` departs from the ``published`` one: never for what changes no number,
+        nor for an option the method does not read; shots the preset publishes (its ``shots`` list) do not."""
+        from .methods import method_class
+
+        if key in EXECUTION_KEYS or key in method_class(self.method).unused_train_options:
+            return False
+        if key == "train.shots" and self.published_shots:
+            return self.train.shots not in self.published_shots
+        return self.value(key) != published
 
     def departure_line(self) -> str:
         """One line naming every departure from the published config ('' when there is none)."""
@@ -238,7 +252,7 @@ def preset_names() -> list[str]:
 
 
 PRESET_KEYS = {"method": str, "model": str, "pretrained": (str, type(None)), "follows": str, "method_config": dict,
-               "train": dict, "variants": list}
+               "train": dict, "variants": list, "shots": list}
 
 
 def load_preset(name: str) -> dict:
@@ -291,11 +305,36 @@ def resolve(method: str | None = None, preset: str | None = None, sets: list[str
     if method is not None and data["method"] != method:
         raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")
     cfg = _from_preset(preset, data)
-    for assignment in sets or []:
-        cfg = apply_set(cfg, assignment)
-    flags = {key: value if key == "model" or value.lower() != "none" else None
-             for key, value in (("model", model), ("pretrained", pretrained)) if value is not None}
-    return cfg.with_values(flags) if flags else cfg
+    values = dict(parse_set(cfg, assignment) for assignment in sets or [])
+    values.update({key: value if key == "model" or value.lower() != "none" else None
+                   for key, value in (("model", model), ("pretrained", pretrained)) if value is not None})
+    return with_reconciled(cfg, values)
+
+
+def with_reconciled(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the user's ``values`` set together (so that options which depend on each other are checked
+    as a whole), after the method's config reconciles an option given alone with the one it depends on (CoOp's
+    n_ctx and ctx_init): what that changes is said in one line, and recorded, since it is what the run uses."""
+    reconcile = getattr(type(cfg.method_config), "reconcile", None)
+    if reconcile is not None:
+        given = {key.split(".", 1)[1] for key in values if key.startswith("method.")}
+        fields = {**dataclasses.asdict(cfg.method_config), **{k.split(".", 1)[1]: v for k, v in values.items()
+                                                               if k.startswith("method.")}}
+        changes, note = reconcile(fields, given)
+        values = {**values, **{f"method.{key}": value for key, value in changes.items()}}
+        if note:
+            cfg = dataclasses.replace(cfg, notes=(*cfg.notes, f"{cfg.method}: {note}"))
+    try:
+        return cfg.with_values(values) if values else cfg
+    except MetapromptError as err:
+        named = [key for key in values if key not in TOP_LEVEL and key in str(err)] or \
+                [key for key in values if key not in TOP_LEVEL]
+        given = " ".join(f"--set {key.split('.')[-1]}={_text(values[key])}" for key in named)
+        raise MetapromptError(f"{given}: {err}" if given else str(err)) from None
+
+
+def _text(value: Any) -> str:
+    return "none" if value is None else str(value)
 
 
 def _from_preset(preset: str, data: dict) -> RunConfig:
@@ -305,19 +344,54 @@ def _from_preset(preset: str, data: dict) -> RunConfig:
         cfg = RunConfig(method=data["method"], model=data.get("model", "ViT-B-16"),
                         pretrained=data.get("pretrained", "openai"), method_config=dict(data.get("method_config", {})),
                         train=train, preset=preset, follows=data.get("follows"),
-                        variants=tuple(_variant(preset, v) for v in data.get("variants", [])))
+                        variants=tuple(_variant(preset, v) for v in data.get("variants", [])),
+                        published_shots=_shot_list(preset, data.get("shots", [])))
         for variant in cfg.variants:  # each variant's values are checked as the run that picks it checks them
             cfg.with_values(variant.values, user=False)
     except TypeError as err:
         raise MetapromptError(f"preset {preset}: {err}") from None
     except MetapromptError as err:
         raise MetapromptError(f"preset {preset}: {err}") from None
+    if cfg.follows and _is_file(preset):
+        return _published_by_shipped(cfg)
     if cfg.follows:
         cfg.published = {key: cfg.value(key) for key in _preset_keys(data)}
     return cfg
 
 
+def _is_file(preset: str) -> bool:
+    return preset.endswith((".yaml", ".yml")) and Path(preset).is_file()
+
+
+def _published_by_shipped(cfg: RunConfig) -> RunConfig:
+    """A user's preset file that names a released file in ``follows``: the published values are those of the
+    shipped preset (or variant) that follows the same file, so that every value the user's file changes is a
+    departure; a file no shipped preset follows cannot be checked, and the run says so."""
+    for name in preset_names():
+        shipped = _from_preset(name, load_preset(name))
+        if shipped.method != cfg.method:
+            continue
+        if shipped.follows == cfg.follows:
+            return dataclasses.replace(cfg, published=dict(shipped.published), variants=shipped.variants,
+                                       published_shots=cfg.published_shots or shipped.published_shots)
+        for variant in shipped.variants:
+            if variant.follows == cfg.follows:
+                return dataclasses.replace(cfg, published={**shipped.published, **variant.values},
+                                           published_shots=cfg.published_shots or shipped.published_shots)
+    return dataclasses.replace(cfg, notes=(*cfg.notes, f"{cfg.preset} follows {cfg.follows}, which no shipped "
+                                           f"{cfg.method} preset follows: its values are not checked against it"))
+
+
+def _shot_list(preset: str, shots: list) -> tuple[int, ...]:
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in shots):
+        raise MetapromptError(f"preset {preset}: shots must be a list of shot counts (integers >= 0), got {shots!r}")
+    return tuple(shots)
+
+
 def warn_departures(cfg: RunConfig) -> None:
+    """The notes of resolving the user's options and the departures from the published config, a line each."""
+    for note in cfg.notes:
+        sys.stderr.write(f"metaprompt: note: {note}\n")
     line = cfg.departure_line()
     if line:
         sys.stderr.write(f"metaprompt: warning: {line}\n")
@@ -362,17 +436,19 @@ def option_key(cfg: RunConfig, key: str) -> str:
     return f"{owners[0]}.{name}"
 
 
-def apply_set(cfg: RunConfig, assignment: str) -> RunConfig:
-    """``cfg`` with ``key=value`` applied (see :func:`option_key`); the value is parsed as YAML and checked
-    where the config is rebuilt."""
+def parse_set(cfg: RunConfig, assignment: str) -> tuple[str, Any]:
+    """The scoped key and the value of ``key=value`` (see :func:`option_key`); the value is parsed as YAML for
+    the field's type, and checked where the config is rebuilt."""
     if "=" not in assignment:
         raise MetapromptError(f"--set {assignment!r}: expected key=value")
     key, raw = (part.strip() for part in assignment.split("=", 1))
     scoped = option_key(cfg, key)
-    try:
-        return cfg.with_values({scoped: parse_value(raw, _field_type(cfg, scoped))})
-    except MetapromptError as err:
-        raise MetapromptError(f"--set {key}={raw}: {err}") from None
+    return scoped, parse_value(raw, _field_type(cfg, scoped))
+
+
+def apply_set(cfg: RunConfig, assignment: str) -> RunConfig:
+    """``cfg`` with ``key=value`` applied (see :func:`parse_set` and :func:`with_reconciled`)."""
+    return with_reconciled(cfg, dict([parse_set(cfg, assignment)]))
 
 
 def _field_type(cfg: RunConfig, scoped: str) -> Any:
@@ -383,11 +459,15 @@ def _field_type(cfg: RunConfig, scoped: str) -> Any:
 
 
 def parse_value(raw: str, annotation: Any) -> Any:
-    """``raw`` parsed as YAML, read as the field's type wants it: ``none`` / ``null`` is None, a string field
-    keeps the text as typed, and a float field takes ``1e-5`` (which YAML 1.1 reads as a string)."""
+    """``raw`` parsed as YAML, read as the field's type wants it: ``none`` / ``null`` is None (the empty text for
+    a string field that takes no None: ``ctx_init=none`` is no words), a string field keeps any other text as
+    typed, and a float field takes ``1e-5`` (which YAML 1.1 reads as a string)."""
     allowed = allowed_types(annotation)
-    if raw.lower() in ("none", "null", "~") and type(None) in allowed:
-        return None
+    if raw.lower() in ("none", "null", "~"):
+        if type(None) in allowed:
+            return None
+        if str in allowed:
+            return ""
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:

@@ -127,7 +127,7 @@ class FeatureStore:
 
 def model_identity(clip: "PromptCLIP") -> dict | None:
     """What determines a frozen encoder's outputs besides its inputs; None for random weights."""
-    from .clip import WORLD_MODEL
+    from .world import WORLD_MODEL
 
     name, pretrained = clip.source.name, clip.source.pretrained
     if pretrained is not None and Path(pretrained).is_file():

@@ -17,6 +17,48 @@ DEEP_CTX_INIT_MAX = 4
 tokens it starts from random vectors and ``X`` placeholders instead."""
 
 
+def coop_context_conflict(n_ctx: int, ctx_init: str) -> str:
+    """Why ``n_ctx`` and ``ctx_init`` cannot both hold for CoOp / CoCoOp ('' when they agree): the released code
+    takes the context length from ctx_init's words."""
+    words = len(ctx_init.split(" ")) if ctx_init else n_ctx
+    if words == n_ctx:
+        return ""
+    return (f"n_ctx {n_ctx} and ctx_init {ctx_init!r} ({words} words) disagree: the context length is the number of "
+            f"ctx_init's words (as released); give ctx_init {n_ctx} words, or ctx_init none for {n_ctx} random vectors")
+
+
+def reconcile_coop_context(values: dict, given: set[str]) -> tuple[dict, str]:
+    """What one of n_ctx / ctx_init given alone changes in the other (CoOp, CoCoOp), and the line saying so:
+    a ctx_init given alone sets n_ctx to its words, as released; an n_ctx given alone that disagrees with the
+    preset's ctx_init starts the context from random vectors instead."""
+    n_ctx, ctx_init = values["n_ctx"], values["ctx_init"]
+    if not ctx_init or not coop_context_conflict(n_ctx, ctx_init):
+        return {}, ""
+    words = len(ctx_init.split(" "))
+    if "ctx_init" in given and "n_ctx" not in given:
+        return {"n_ctx": words}, ""  # as released, and as documented: nothing to say
+    if "n_ctx" in given and "ctx_init" not in given:
+        return {"ctx_init": ""}, (f"n_ctx={n_ctx} given: the context starts from {n_ctx} random vectors, not from "
+                                  f"ctx_init {ctx_init!r} ({words} words); give ctx_init {n_ctx} words to start from words")
+    return {}, ""
+
+
+def reconcile_deep_context(values: dict, given: set[str]) -> tuple[dict, str]:
+    """IVLP, MaPLe, PromptSRC: the released code uses ctx_init only up to 4 tokens; with a larger n_ctx given
+    alone the prompts start from random vectors, and the record says so."""
+    if values["n_ctx"] > DEEP_CTX_INIT_MAX and values["ctx_init"] and "ctx_init" not in given:
+        return {"ctx_init": ""}, (f"n_ctx={values['n_ctx']}: the prompts start from random vectors (ctx_init is used "
+                                  f"only up to {DEEP_CTX_INIT_MAX} tokens, as released)")
+    return {}, ""
+
+
+def deep_context_conflict(n_ctx: int, ctx_init: str) -> str:
+    if n_ctx > DEEP_CTX_INIT_MAX and ctx_init:
+        return (f"ctx_init {ctx_init!r} with n_ctx {n_ctx}: the released code uses ctx_init only up to "
+                f"{DEEP_CTX_INIT_MAX} tokens; set ctx_init none, or n_ctx {DEEP_CTX_INIT_MAX} or less")
+    return ""
+
+
 def coop_n_ctx(n_ctx: int, ctx_init: str) -> int:
     """CoOp's and CoCoOp's number of context tokens: with ``ctx_init`` the number of its words (the released
     code ignores N_CTX then), else ``n_ctx``."""

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MetapromptError, PeerError
 
-COMMAND_MODULES = ["train", "eval", "predict", "export", "data", "run", "report", "world", "demo"]
+COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
 
 

@@ -30,14 +30,20 @@ def method_class(name: str) -> type[PromptMethod]:
 
 
 def make_config(name: str, values: dict[str, Any] | None = None):
-    """The method's config dataclass with ``values`` applied (unknown keys are an error)."""
+    """The method's config dataclass with ``values`` applied (unknown keys are an error), an option given alone
+    reconciled with the one it depends on (see :func:`metaprompt.config.with_reconciled`)."""
     cls = method_class(name).config_class
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values or {}) - fields)
+    values = dict(values or {})
+    unknown = sorted(set(values) - fields)
     if unknown:
         raise MetapromptError(f"method {name!r} has no option {', '.join(unknown)}; its options are: "
                               f"{', '.join(sorted(fields))}")
-    return cls(**(values or {}))
+    reconcile = getattr(cls, "reconcile", None)
+    if reconcile is not None:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        values.update(reconcile({**defaults, **values}, set(values))[0])
+    return cls(**values)
 
 
 def build_method(name: str, clip: PromptCLIP, classnames: list[str], config=None, dataset: str = "default",

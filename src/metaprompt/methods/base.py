@@ -56,6 +56,11 @@ class Batch:
     """Precomputed frozen image features (normalised), when the engine's feature cache supplies them."""
 
 
+TRAINING_LOOP_OPTIONS = frozenset({"train.epochs", "train.batch_size", "train.lr", "train.momentum",
+                                   "train.weight_decay", "train.warmup_epochs", "train.warmup_lr",
+                                   "train.augment_views", "train.crop_scale_min", "train.max_steps"})
+"""The options of gradient training, which a method trained by none (zero-shot CLIP, the linear probe) never reads."""
+
 class PromptMethod(nn.Module):
     """Base class. Subclasses set ``name`` and ``config_class``, create their parameters in ``build``,
     and define ``encode_classes`` (normalised class text features) and, when prompted, ``encode_images``."""
@@ -68,6 +73,8 @@ class PromptMethod(nn.Module):
     """No visual prompts: image features are CLIP's own and can be cached."""
     closed_form: ClassVar[bool] = False
     """Fitted in one go on the training images' features (``fit``), not trained by gradient steps."""
+    unused_train_options: ClassVar[frozenset[str]] = frozenset()
+    """Training options (``train.<name>``) the method never reads: a value of theirs departs from nothing."""
     zero_grad_to_none: bool = True
     """``optimizer.zero_grad`` sets gradients to None (torch >= 2.0); False zeroes them (torch 1.x), so that
     momentum and weight decay still move a parameter that a step's loss does not reach."""

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..prompts import ClassPrompts, context_from_text, coop_n_ctx, random_prompts
+from ..errors import MetapromptError
+from ..prompts import (ClassPrompts, context_from_text, coop_context_conflict, coop_n_ctx, random_prompts,
+                       reconcile_coop_context)
 from ..validation import at_least, validate
 from .base import PromptMethod
 
@@ -22,8 +24,12 @@ class CoCoOpConfig:
     image_chunk: int = 8
     """Images whose class prompts go through the text encoder together (memory vs. speed)."""
 
+    reconcile = staticmethod(reconcile_coop_context)
+
     def __post_init__(self) -> None:
         validate(self, {"n_ctx": at_least(1), "image_chunk": at_least(1)}, scope="method.")
+        if coop_context_conflict(self.n_ctx, self.ctx_init):
+            raise MetapromptError(coop_context_conflict(self.n_ctx, self.ctx_init))
 
 
 class CoCoOp(PromptMethod):

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import MetapromptError
-from ..prompts import CLASS_TOKEN_POSITIONS, ClassPrompts, context_from_text, coop_n_ctx, random_prompts
+from ..prompts import (CLASS_TOKEN_POSITIONS, ClassPrompts, context_from_text, coop_context_conflict, coop_n_ctx,
+                       random_prompts, reconcile_coop_context)
 from ..validation import at_least, one_of, validate
 from .base import PromptMethod
 
@@ -22,12 +23,16 @@ class CoOpConfig:
     class_token_position: str = "end"
     """Where the class name goes: ``end``, ``middle`` or ``front``."""
 
+    reconcile = staticmethod(reconcile_coop_context)
+
     def __post_init__(self) -> None:
         validate(self, {"n_ctx": at_least(1), "class_token_position": one_of(CLASS_TOKEN_POSITIONS)}, scope="method.")
         if self.class_specific and self.ctx_init:
             raise MetapromptError("class_specific contexts start from random vectors: CoOp's released code ignores "
                                   "class_specific when ctx_init is set (one generic context); set ctx_init '' "
                                   "(--set ctx_init=) for class-specific contexts")
+        if coop_context_conflict(self.n_ctx, self.ctx_init):
+            raise MetapromptError(coop_context_conflict(self.n_ctx, self.ctx_init))
 
 
 class CoOp(PromptMethod):

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..prompts import ClassPrompts, deep_ctx_init, deep_prompts
+from ..errors import MetapromptError
+from ..prompts import ClassPrompts, deep_ctx_init, deep_prompts, deep_context_conflict, reconcile_deep_context
 from ..validation import at_least, validate
 from .base import PromptMethod
 
@@ -24,9 +25,13 @@ class IVLPConfig:
     """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
     when n_ctx > 4, as released)."""
 
+    reconcile = staticmethod(reconcile_deep_context)
+
     def __post_init__(self) -> None:
         validate(self, {name: at_least(1) for name in ("n_ctx", "n_vis", "text_depth", "vision_depth")},
                  scope="method.")
+        if deep_context_conflict(self.n_ctx, self.ctx_init):
+            raise MetapromptError(deep_context_conflict(self.n_ctx, self.ctx_init))
 
 
 class IVLP(PromptMethod):

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import MetapromptError
 from ..validation import at_least, validate
-from .base import PromptMethod
+from .base import TRAINING_LOOP_OPTIONS, PromptMethod
 
 INITIAL_SEARCH = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 
@@ -81,6 +81,7 @@ class LinearProbe(PromptMethod):
     name = "linear_probe"
     config_class = LinearProbeConfig
     closed_form = True
+    unused_train_options = TRAINING_LOOP_OPTIONS
     image_independent_text = False  # it has no text side to encode (and cache) per evaluation
 
     def build(self) -> None:

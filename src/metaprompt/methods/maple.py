@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..prompts import deep_prompts
+from ..errors import MetapromptError
+from ..prompts import deep_prompts, deep_context_conflict, reconcile_deep_context
 from ..validation import at_least, validate
 from .ivlp import IVLP
 
@@ -23,8 +24,12 @@ class MaPLeConfig:
     """Prompt words; the first n_ctx tokens are learned, initialised from their embeddings ('' = random; unused
     when n_ctx > 4, as released)."""
 
+    reconcile = staticmethod(reconcile_deep_context)
+
     def __post_init__(self) -> None:
         validate(self, {"n_ctx": at_least(1), "depth": at_least(1)}, scope="method.")
+        if deep_context_conflict(self.n_ctx, self.ctx_init):
+            raise MetapromptError(deep_context_conflict(self.n_ctx, self.ctx_init))
 
 
 class MaPLe(IVLP):

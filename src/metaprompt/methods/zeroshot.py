@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..errors import MetapromptError
 from ..templates import TEMPLATE_STYLES, templates_for
 from ..validation import one_of, validate
-from .base import Batch, HandCraftedText
+from .base import TRAINING_LOOP_OPTIONS, Batch, HandCraftedText
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ZeroShotCLIP(HandCraftedText):
     name = "zeroshot"
     config_class = ZeroShotConfig
     frozen_image_encoder = True
+    unused_train_options = TRAINING_LOOP_OPTIONS | {"train.shots"}  # it trains on nothing
 
     def templates(self) -> tuple[str, ...]:
         return templates_for(self.dataset, self.cfg.templates)

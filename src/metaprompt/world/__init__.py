@@ -9,6 +9,9 @@ parallel) needs neither torch nor the model.
 """
 from importlib import import_module
 
+WORLD_MODEL = "world-tiny"
+"""The model name of the world's tiny CLIP (``--model world-tiny``)."""
+
 _HOME = {
     "CLASS_FOLDERS": "render", "CLASSNAMES": "render", "render_world": "render",
     "DOMAINS": "domains",
