@@ -246,7 +246,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, fol
     assert f"the last good checkpoint {out / 'checkpoint.pt'} is kept" in line
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1 and torch.isfinite(checkpoint["tensors"]["text_prompts"]).all()
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "log.txt", "tensorboard"]
+    assert "stopped: loss became nan" in (out / "log.txt").read_text()
 
 
 def test_a_finished_run_is_not_overwritten(capsys, tmp_path, folder, model):
@@ -254,7 +255,11 @@ def test_a_finished_run_is_not_overwritten(capsys, tmp_path, folder, model):
     args = train_args("coop", folder, out, model, "epochs=1", "max_steps=1", "batch_size=4", extra=("--shots", "0"))
     assert main(args) == 0
     finished = snapshot(out)
-    assert "holds a finished run; pass --overwrite to replace it" in failure(capsys, args)
+    capsys.readouterr()
+    assert main(args) == 0  # the same command again: finished, nothing to do
+    assert f"{out} holds this run, finished" in capsys.readouterr().out
+    assert snapshot(out) == finished
+    assert "holds a finished run of another configuration" in failure(capsys, [*args, "--set", "lr=0.5"])
     truncate(folder / "train" / "cat" / "2.png")
     assert "truncated or not an image" in failure(capsys, [*args, "--overwrite"])
     assert snapshot(out) == finished

@@ -48,7 +48,7 @@ def read_into(stream: BinaryIO, seen: bytearray) -> None:
 def stop_in_epoch_2(args: list[str], sig: signal.Signals) -> tuple[int, str]:
     """Start the command, send ``sig`` once its progress bar shows a batch of epoch 2 done; exit code, stderr."""
     proc = subprocess.Popen(metaprompt_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=one_thread_env())
+                            env={**one_thread_env(), "METAPROMPT_PROGRESS": "always"})  # bars into the pipe
     seen = bytearray()
     reader = threading.Thread(target=read_into, args=(proc.stderr, seen))
     reader.start()
@@ -69,7 +69,7 @@ def mark_and_resume(args: list[str], out: Path) -> dict[str, torch.Tensor]:
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["state"]["history"][0]["mark"] = "before the re-run"
     torch.save(checkpoint, path)
-    assert main(args) == 0
+    assert main([*args, "--keep-checkpoint"]) == 0
     assert torch.load(path, weights_only=True)["state"]["history"][0]["mark"] == "before the re-run"
     return prompts(out)
 

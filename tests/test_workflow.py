@@ -121,3 +121,56 @@ def test_config_prints_the_resolved_configuration_and_departures_without_running
     assert "# this run departs from the published config" in out and "lr=0.01 (published 0.002)" in out
     assert main(["config", "--method", "metaprompt", "--model", "world-tiny", "--protocol", "dg"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["preset"] == "world_metaprompt_dg"
+
+
+# ------------------------------------------------------------------ run records
+
+def test_a_run_folder_holds_a_plain_log_and_what_produced_it(world_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+            "--classes", "base", "--out", str(out), "--set", "epochs=2"]
+    assert main(args) == 0  # progress asked for, but stderr is no terminal here: a line per epoch instead of bars
+    printed = capsys.readouterr()
+    assert "\r" not in printed.err and "epoch 2/2: loss" in printed.out and "about 0 s left" in printed.out
+    log = (out / "log.txt").read_text()
+    assert "\r" not in log
+    lines = log.splitlines()
+    assert lines[0].endswith("command: metaprompt " + " ".join(args))
+    assert "git commit" in lines[1] and "torch " in lines[1] and "open_clip_torch " in lines[1]
+    assert any("epoch 1/2: loss" in line for line in lines)
+    assert "coop on world (base classes): test accuracy" in lines[-1]
+    environment = json.loads((out / "metrics.json").read_text())["environment"]
+    assert environment["command"] == "metaprompt " + " ".join(args)
+    assert environment["packages"]["open_clip_torch"] and "git_commit" in environment
+    assert not (out / "checkpoint.pt").exists()  # a finished run keeps no checkpoint
+    capsys.readouterr()
+    assert main(args) == 0  # a finished run: said so, exit 0, nothing written
+    assert "holds this run, finished" in capsys.readouterr().out and (out / "log.txt").read_text() == log
+
+
+def test_a_stale_temporary_file_is_cleaned_when_the_run_starts(world_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt.4242-1.tmp").write_bytes(b"half a checkpoint")
+    assert main(["train", "--method", "zeroshot", "--model", "world-tiny", "--dataset", "world",
+                 "--root", str(world_root), "--out", str(out), "--no-progress"]) == 0
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_sweep_run_logs_to_its_folder_and_tensorboard_has_base_and_new(world_root, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    assert main(["run", "base2new", "--method", "coop", "--model", "world-tiny", "--datasets", "world",
+                 "--seeds", "1", "--root", str(world_root), "--out", str(out), "--set", "epochs=1",
+                 "--no-progress", "--keep-checkpoint"]) == 0
+    run = out / "base2new" / "coop" / "world" / "seed1"
+    result = json.loads((run / "result.json").read_text())
+    log = (run / "log.txt").read_text()
+    assert "base2new coop world seed 1: started" in log and "base2new coop world seed 1: done in" in log
+    assert "epoch 1/1: loss" in log and (run / "checkpoint.pt").is_file()  # kept, as asked
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"test/base_accuracy", "test/new_accuracy", "test/hm"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("test/new_accuracy")[-1].value == pytest.approx(result["metrics"]["new"], abs=1e-4)
+    assert result["environment"]["command"].startswith("metaprompt run base2new")

@@ -11,6 +11,7 @@ import math
 import random
 import signal
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +31,7 @@ from .data.transforms import train_transform
 from .errors import MetapromptError
 from .feature_cache import ViewFeatureCache, feature_cache_applies
 from .methods.base import Batch, PromptMethod
+from .runlog import progress_bars
 from .scalars import ScalarLog
 
 
@@ -45,6 +47,15 @@ def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+
+
+def epoch_line(entry: dict, epochs: int, seconds: float) -> str:
+    """One plain line for a finished epoch (loss, accuracy, LR, time), for logs and non-terminal output."""
+    loss = f"{entry['loss']:.4f}" if entry["loss"] is not None else "-"
+    acc = f"{entry['acc']:.2f}%" if entry["acc"] is not None else "-"
+    left = (epochs - entry["epoch"]) * seconds
+    return (f"epoch {entry['epoch']}/{epochs}: loss {loss}, train accuracy {acc}, lr {entry['lr']:.3g}, "
+            f"{seconds:.1f} s, about {left:.0f} s left")
 
 
 def seed_everything(seed: int) -> None:
@@ -84,7 +95,7 @@ class Trainer:
     """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given."""
 
     def __init__(self, method: PromptMethod, items: list[Datum], cfg: TrainConfig, *, domains: list[str] | None = None,
-                 work_dir: str | Path | None = None, progress: bool = True, skip_bad_images: bool = False):
+                 work_dir: str | Path | None = None, progress: bool | None = True, skip_bad_images: bool = False):
         if not method.trainable_parameters():
             raise MetapromptError(f"method {method.name!r} has nothing to train")
         if not items:
@@ -99,7 +110,10 @@ class Trainer:
         self.method, self.cfg = method, cfg
         self.workers = loader_workers(cfg.num_workers, method.device)
         self.work_dir = Path(work_dir) if work_dir else None
-        self.progress = progress and dist.is_main()
+        self.progress = progress_bars(progress) and dist.is_main()
+        """Progress bars: on a terminal only. Without them a line per epoch (see epoch_line), unless ``progress`` is
+        None (quiet)."""
+        self.lines = progress is not None and dist.is_main() and not self.progress
         self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         clip = method.clip
@@ -213,6 +227,7 @@ class Trainer:
         self.batches.set_epoch(epoch, start=self.state.batch, view=view)
         batches = self.feature_cache.epoch(view, self.loader.batch_sampler) if self.feature_cache else self.loader
         self.method.train()
+        started = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
                    initial=self.state.batch, total=self.batches.num_batches, leave=False, dynamic_ncols=True)
         for raw, error in fetched(bar):
@@ -228,6 +243,8 @@ class Trainer:
         self.state.history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
                                    "acc": float(np.mean(accs)) if accs else None})
         self.state.epoch_losses, self.state.epoch_accs = [], []
+        if self.lines:
+            print(epoch_line(self.state.history[-1], self.cfg.epochs, time.perf_counter() - started), flush=True)
 
     def _batch_usable(self, raw: dict | None, error: MetapromptError | None) -> bool:
         """Whether every process has readable images (or their cached features) in this batch; if one has

@@ -18,6 +18,7 @@ from .data.transforms import decode_transform, normalize_batch
 from .errors import MetapromptError
 from .feature_store import FeatureStore
 from .methods.base import PromptMethod, accuracy
+from .runlog import progress_bars
 
 
 @dataclass
@@ -143,7 +144,8 @@ def _model_inputs(method: PromptMethod, items: list[Datum], batch_size: int, num
     clip = method.clip
     for images, labels, skipped in tqdm(
             _decoded_batches(items, clip.image_size, batch_size, num_workers, method.device, skip_bad_images, decoded),
-            total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress, leave=False,
+            total=math.ceil(len(items) / batch_size), desc=desc, disable=not progress_bars(progress),
+            leave=False,
             dynamic_ncols=True):
         inputs = None if images is None else normalize_batch(images.to(method.device, non_blocking=True),
                                                              clip.mean, clip.std)

@@ -22,7 +22,6 @@ from typing import Iterator, NamedTuple
 import torch
 import yaml
 
-from . import __version__
 from . import distributed as dist
 from . import scalars
 from .artifact import save_artifact
@@ -36,8 +35,9 @@ from .engine import Trainer, seed_everything
 from .errors import MetapromptError
 from .evaluation import EvalResult, evaluate_sharded, image_features
 from .feature_store import FeatureStore
-from .files import atomic_write_text
+from .files import TEMPORARY_SUFFIX, atomic_write_text
 from .methods import ComputeOptions, PromptMethod, build_method
+from .runlog import provenance
 from .tasks import TaskSpec, build_task
 
 ARTIFACT_NAME = "prompts.safetensors"
@@ -68,8 +68,9 @@ def read_json(path: Path) -> dict:
 
 
 def environment() -> dict:
-    return {"metaprompt": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "processes": dist.world_size(),
+    """Where and by what a run was made: the command line, versions and commit (see :func:`runlog.provenance`),
+    the processes and the device."""
+    return {**provenance(), "torch": torch.__version__, "processes": dist.world_size(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
@@ -94,10 +95,30 @@ def check_run_folder(out: Path, stored: dict, overwrite: bool) -> None:
                               "pass --overwrite to start over, or choose another --out")
 
 
+def finished_metrics(out: str | Path, cfg: RunConfig, spec: TaskSpec) -> dict | None:
+    """The metrics of the finished run of this configuration in ``out`` (None when it holds none); a finished
+    run of another configuration is an error naming the folder."""
+    out = Path(out)
+    if not is_finished(out):
+        return None
+    config_path = out / CONFIG_NAME
+    if not config_path.is_file() or stored_config(config_path) != record(cfg, spec):
+        raise MetapromptError(f"{out} holds a finished run of another configuration (see its {CONFIG_NAME}); "
+                              "choose another --out, or pass --overwrite to replace it")
+    return read_json(out / METRICS_NAME)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Temporary files that an interrupted atomic write left in a run folder (only this run writes there)."""
+    if out.is_dir():
+        for path in out.glob(f"*{TEMPORARY_SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+
 def stored_config(path: Path) -> dict:
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as err:
         raise MetapromptError(f"{path} is not readable YAML ({err}); pass --overwrite to start over") from None
 
 
@@ -211,16 +232,17 @@ class TrainedRun(NamedTuple):
 
 
 def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = "cpu",
-              options: ComputeOptions | None = None, progress: bool = True, overwrite: bool = False,
+              options: ComputeOptions | None = None, progress: bool | None = True, overwrite: bool = False,
               skip_bad_images: bool = False, splits: DatasetSplits | None = None,
-              store: FeatureStore | None = None) -> TrainedRun:
+              store: FeatureStore | None = None, keep_checkpoint: bool = False) -> TrainedRun:
     """Train (or resume) one run into ``out`` and evaluate it on the task's test split. ``splits`` is the
     dataset as read (read from ``spec`` when not given).
 
     Everything that can fail on bad input (config, data, model) is checked before anything is written; a
     failure before the first checkpoint leaves ``out`` as it was (see :func:`run_folder`). ``overwrite``
     starts over instead of resuming. ``store``: the sweep's frozen-feature store (see
-    :mod:`metaprompt.feature_store`), or None.
+    :mod:`metaprompt.feature_store`), or None. The checkpoint is deleted once the run is finished (its artifact
+    and metrics written) unless ``keep_checkpoint``.
     """
     out = Path(out)
     task = run_task(spec, cfg, out, overwrite, splits)
@@ -234,6 +256,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
         note = shortfall_note(task)
         if note:
             print(f"metaprompt: note: {note}", file=sys.stderr)
+    if dist.is_main():
+        remove_stale_temporaries(out)
     with run_folder(out, stored, overwrite, task):
         start = time.perf_counter()
         trained_steps, skipped, history, trainer = 0, 0, [], None
@@ -257,5 +281,7 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)
+    if dist.is_main() and not keep_checkpoint:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
     dist.barrier()
     return TrainedRun(method, metrics, task)

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Callable
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path`` (creating its folder), then rename it to ``path``.
     The temporary name is this process's and thread's: workers writing one path at once never share one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}{TEMPORARY_SUFFIX}")
     try:
         write(tmp)
         os.replace(tmp, path)

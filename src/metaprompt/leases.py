@@ -11,6 +11,7 @@ No torch here: the lease logic is plain files.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -71,6 +72,8 @@ class Leases:
     """The leases of the runs under ``out`` (see the module docstring)."""
 
     def __init__(self, out: str | Path, stale_after: float = STALE_SECONDS, heartbeat: float = HEARTBEAT_SECONDS):
+        if not (isinstance(stale_after, (int, float)) and math.isfinite(stale_after) and stale_after > 0):
+            raise MetapromptError(f"--lease-timeout {stale_after}: expected a positive number of seconds")
         self.out = Path(out)
         self.dir = self.out / SWEEP_DIR / "leases"
         self.stale_after, self.heartbeat = stale_after, heartbeat
@@ -88,15 +91,19 @@ class Leases:
     def holder(self, folder: Path) -> Holder | None:
         """The lease's holder, None when there is none (or its file is unreadable: a torn write is no lease)."""
         try:
-            return Holder(**json.loads(self.path(folder).read_text()))
+            holder = Holder(**json.loads(self.path(folder).read_text()))
         except (OSError, ValueError, TypeError):
             return None
+        well_formed = (isinstance(holder.host, str) and isinstance(holder.pid, int) and isinstance(holder.token, str)
+                       and all(isinstance(t, (int, float)) and math.isfinite(t) for t in (holder.started, holder.heartbeat)))
+        return holder if well_formed else None
 
     def is_stale(self, holder: Holder, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         if holder.host == this_host() and not pid_alive(holder.pid):
             return True
-        return now - holder.heartbeat > self.stale_after
+        # a heartbeat further in the future than a timeout is no clock skew: it would hold the run forever
+        return abs(now - holder.heartbeat) > self.stale_after
 
     def claim(self, folder: Path) -> "Claim | Holder":
         """Claim the run in ``folder``: a :class:`Claim` (use it as a context manager while the run goes on),

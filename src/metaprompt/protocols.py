@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import distributed as dist
+from . import scalars
 from .artifact import read_artifact
 from .checkpoint import CHECKPOINT_NAME
 from .benchmark import DG_DOMAINS, RESULT_NAME, harmonic_mean, read_result
@@ -42,6 +43,7 @@ from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_f
 from .feature_store import FeatureStore
 from .leases import STALE_SECONDS, SWEEP_DIR, Claim, Holder, Leases
 from .methods import ComputeOptions, PromptMethod
+from .runlog import run_log
 from .tasks import TaskSpec, build_task
 
 
@@ -51,8 +53,8 @@ class Runtime:
 
     device: str = "cpu"
     options: ComputeOptions = field(default_factory=ComputeOptions)
-    progress: bool = False
-    """Progress bars inside each run."""
+    progress: bool | None = False
+    """Progress bars inside each run (on a terminal; a line per epoch elsewhere, and with False); None: quiet."""
     skip_bad_images: bool = False
     log: Callable[[str], None] = print
     """Receives one line per run: what it was and whether it was done or skipped."""
@@ -64,6 +66,8 @@ class Runtime:
     """Share frozen features between the sweep's runs and workers (results are the same without)."""
     store: FeatureStore | None = None
     """The sweep's store (set by the protocol runner from ``feature_store`` and the output folder)."""
+    keep_checkpoint: bool = False
+    """Keep each finished run's checkpoint.pt (deleted otherwise)."""
 
     def for_sweep(self, out: str | Path) -> "Runtime":
         """This runtime with the store of the sweep into ``out``."""
@@ -277,14 +281,16 @@ def _next_run(runs: list[SweepRun], todo: list[int], leases: Leases | None) -> t
 
 def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
     start = time.perf_counter()
-    with _settings_recorded(run):
-        outcome = run.execute()
-    wall = time.perf_counter() - start
-    result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
-              "cost": outcome.cost, "environment": environment()}
-    write_json(run.folder / RESULT_NAME, result)
-    dist.barrier()
-    runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
+    with run_log(run.folder, dist.is_main()):
+        runtime.log(f"{prefix}: started")
+        with _settings_recorded(run):
+            outcome = run.execute()
+        wall = time.perf_counter() - start
+        result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
+                  "cost": outcome.cost, "environment": environment()}
+        write_json(run.folder / RESULT_NAME, result)
+        dist.barrier()
+        runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
 
 
 SETTINGS_NAME = "settings.json"
@@ -425,7 +431,8 @@ def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits
         metrics = read_json(folder / METRICS_NAME)
         return TrainedRun(_load_trained(cfg, folder, task, runtime), metrics, task)
     return train_run(cfg, spec, folder, device=runtime.device, options=runtime.options, progress=runtime.progress,
-                     skip_bad_images=runtime.skip_bad_images, splits=splits, store=runtime.store)
+                     skip_bad_images=runtime.skip_bad_images, splits=splits, store=runtime.store,
+                     keep_checkpoint=runtime.keep_checkpoint)
 
 
 def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:
@@ -448,6 +455,10 @@ def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSp
     run = _trained(cfg, spec, folder, splits, runtime)
     base = run.metrics["accuracy"]
     new = _evaluate_on(run.method, build_task(replace(spec, classes="new"), splits=splits), cfg, runtime)
+    if dist.is_main():
+        scalars.write(folder, [("test/base_accuracy", base, cfg.train.epochs),
+                               ("test/new_accuracy", new.accuracy, cfg.train.epochs),
+                               ("test/hm", harmonic_mean(base, new.accuracy), cfg.train.epochs)])
     return Outcome({"base": base, "new": new.accuracy, "hm": harmonic_mean(base, new.accuracy)},
                    run.metrics.get("shortfall"), evaluation_cost(run.metrics.get("cost"), new))
 

@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+from .. import runlog
 from ..errors import MetapromptError, PeerError
 
 COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "data", "run", "report", "world", "demo"]
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     only when the environment sets METAPROMPT_DEBUG=1)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    runlog.command_line[:] = ["metaprompt", *argv]
     args.argv = argv  # the command line as given (`run --gpus` starts workers with it)
     try:
         return int(args.func(args) or 0)

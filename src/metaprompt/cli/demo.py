@@ -99,7 +99,7 @@ def execute(run: DemoRun, data: Path, results: Path, seeds: list[int], device: s
     if threads:
         torch.set_num_threads(threads)
     lines: list[str] = []
-    runtime = Runtime(device=device, progress=False, log=lines.append)
+    runtime = Runtime(device=device, progress=None, log=lines.append)  # quiet: no bars, no epoch lines
     if run.protocol == "base2new":
         run_base2new(run.cfg, ["world"], seeds, data, results, runtime)
     else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     p.add_argument("--name", default=None,
                    help="the method's name in folders and tables (default: the method), to compare variants")
     add_runtime_args(p)
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep each finished run's checkpoint.pt (optimiser and RNG state); deleted otherwise")
     p.add_argument("--no-feature-store", action="store_true",
                    help="compute every frozen feature again in every run instead of sharing them through "
                         "OUT/.sweep/features (the results are the same, bit for bit)")
@@ -118,12 +121,13 @@ def runtime_of(args: argparse.Namespace) -> "Runtime":
     from .. import distributed as dist
     from ..protocols import Runtime
 
-    if args.lease_timeout <= 0:
-        raise MetapromptError(f"--lease-timeout must be positive, got {args.lease_timeout}")
+    if not math.isfinite(args.lease_timeout) or args.lease_timeout <= 0:
+        raise MetapromptError(f"--lease-timeout must be a positive number of seconds, got {args.lease_timeout}")
     device = start_runtime(args)
     return Runtime(device=device, options=compute_options(args), progress=not args.no_progress,
                    skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None,
-                   lease_timeout=args.lease_timeout, feature_store=not args.no_feature_store)
+                   lease_timeout=args.lease_timeout, feature_store=not args.no_feature_store,
+                   keep_checkpoint=args.keep_checkpoint)
 
 
 def print_summary(results: list[dict]) -> None:
