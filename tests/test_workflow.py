@@ -174,3 +174,102 @@ def test_a_sweep_run_logs_to_its_folder_and_tensorboard_has_base_and_new(world_r
     assert {"test/base_accuracy", "test/new_accuracy", "test/hm"} <= set(events.Tags()["scalars"])
     assert events.Scalars("test/new_accuracy")[-1].value == pytest.approx(result["metrics"]["new"], abs=1e-4)
     assert result["environment"]["command"].startswith("metaprompt run base2new")
+
+
+# ------------------------------------------------------------------ the report compares like with like
+
+def b2n_result(seed, base, new, dataset="dtd", name="coop", **fields):
+    sweep = {"model": fields.pop("model", "ViT-B-16"), "pretrained": "openai", "train.lr": fields.pop("lr", 0.002)}
+    return {"protocol": "base2new", "name": name, "method": name, "dataset": dataset, "seed": seed,
+            "shots": fields.pop("shots", 16), "metrics": {"base": base, "new": new, "hm": 2 * base * new / (base + new)},
+            "sweep": sweep, **fields}
+
+
+def columns_of(results):
+    from metaprompt.results import build_report
+
+    table = build_report(results).tables[0]
+    return table, {column: [row[1][i] for row in table.rows] for i, column in enumerate(table.columns)}
+
+
+def test_runs_of_other_shots_are_other_columns_each_seed_counted_once():
+    results = [b2n_result(1, 50.0, 50.0, shots=2), b2n_result(1, 50.0, 50.0, shots=2),  # one seed, twice
+               b2n_result(1, 80.0, 60.0, shots=4), b2n_result(2, 70.0, 60.0, shots=4)]
+    table, columns = columns_of(results)
+    assert "coop (shots=2) Base" in columns and "coop (shots=4) Base" in columns
+    two = columns["coop (shots=2) Base"][0]
+    assert (two.mean, two.seeds) == (50.0, 1)  # counted once, not "50.00 ± 0.00" over two
+    four = columns["coop (shots=4) Base"][0]
+    assert (four.mean, four.seeds) == (75.0, 2)
+
+
+def test_runs_of_other_models_are_other_columns_labelled_by_what_differs():
+    results = [b2n_result(1, 10.0, 10.0, model="world-tiny"), b2n_result(1, 90.0, 90.0, model="ViT-B-16", lr=0.01)]
+    _, columns = columns_of(results)
+    assert {c for c in columns if c.endswith(" Base")} == {"coop (model=ViT-B-16, lr=0.01) Base",
+                                                           "coop (model=world-tiny, lr=0.002) Base"}
+
+
+def test_the_average_says_how_many_datasets_each_method_covers():
+    from metaprompt.results import render
+
+    results = [b2n_result(1, 80.0, 60.0, dataset="dtd"), b2n_result(1, 70.0, 50.0, dataset="eurosat"),
+               b2n_result(1, 60.0, 60.0, dataset="dtd", name="metaprompt")]
+    table, columns = columns_of(results)
+    assert columns["coop Base"][-1].covers == (2, 11) and columns["metaprompt Base"][-1].covers == (1, 11)
+    md = render([table])
+    assert "(2/11)" in md and "(1/11)" in md and "of the protocol's n datasets" in md
+    assert table.title == "Base-to-new generalisation (16 shots)"
+
+
+def test_a_departure_is_marked_and_listed_under_the_table():
+    departing = b2n_result(1, 80.0, 60.0, follows="KaiyangZhou/CoOp x.yaml",
+                           departures={"train.lr": {"published": 0.002, "used": 0.01}})
+    table, columns = columns_of([departing])
+    assert "coop† Base" in columns
+    assert "coop† departs from KaiyangZhou/CoOp x.yaml: lr=0.01 (published 0.002)" in table.note
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfe garbage", "unreadable result"),
+    (b"[1, 2]", "expected a JSON object, found list"),
+    (b"{}", "expected 'protocol' to be a str"),
+    (json.dumps({**b2n_result(1, 1.0, 1.0), "metrics": {"base": float("nan"), "new": 1.0}}).encode(),
+     "expected metrics to be accuracies"),
+    (json.dumps({**b2n_result(1, 1.0, 1.0), "metrics": {"base": 1e308, "new": 1.0}}).encode(),
+     "expected metrics to be accuracies"),
+    (json.dumps({**b2n_result(1, 1.0, 1.0), "metrics": {"base": "high", "new": 1.0}}).encode(),
+     "expected metrics to be accuracies"),
+    (json.dumps({**b2n_result(1, 1.0, 1.0), "seed": "one"}).encode(), "expected 'seed' to be a int"),
+])
+def test_report_skips_a_damaged_result_naming_it_and_goes_on(content, expected, tmp_path, capsys):
+    good, bad = tmp_path / "good" / "result.json", tmp_path / "bad" / "result.json"
+    good.parent.mkdir()
+    bad.parent.mkdir()
+    good.write_text(json.dumps(b2n_result(1, 80.0, 60.0, cost={"train_seconds": "NaN-ish", "eval_seconds": 1.0})))
+    bad.write_bytes(content)
+    assert main(["report", str(tmp_path), "--figure", str(tmp_path / "f.png")]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("metaprompt: warning")]
+    assert len(warnings) == 1 and f"skipped {bad}" in warnings[0] and expected in warnings[0], captured.err
+    assert "| dtd | 80.00 | 60.00 |" in captured.out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seeds", str(2**32)], "train.seed must be a number in [0, 4294967296)"),
+    (["--set", "lr=inf"], "train.lr must be a number, got inf"),
+    (["--name", "../../x"], "--name '../../x': expected a plain folder name"),
+    (["--lease-timeout", "nan"], "--lease-timeout must be a positive number of seconds"),
+])
+def test_bad_sweep_options_are_one_line(argv, expected, world_root, tmp_path, capsys):
+    assert main(["run", "base2new", "--method", "coop", "--model", "world-tiny", "--datasets", "world",
+                 "--root", str(world_root), "--out", str(tmp_path / "out"), *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "out" / "base2new").exists() and not (tmp_path / "x").exists()
+
+
+def test_xd_with_the_source_among_its_targets_is_refused(world_root, tmp_path, capsys):
+    assert main(["run", "xd", "--method", "coop", "--model", "world-tiny", "--source", "world", "--targets",
+                 "world", "--root", str(world_root), "--out", str(tmp_path)]) == 2
+    assert "world is the source dataset" in capsys.readouterr().err

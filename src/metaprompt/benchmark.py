@@ -39,14 +39,62 @@ def harmonic_mean(base: float, new: float) -> float:
 def read_result(path: str | Path) -> dict:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise MetapromptError(f"{path}: unreadable result ({err}); delete it to run that run again") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, bad bytes
+        raise MetapromptError(f"{path}: unreadable result ({' '.join(str(err).split())}); delete it to run that "
+                              "run again") from None
 
 
-def load_results(folder: str | Path) -> list[dict]:
-    """Every result under ``folder`` (searched recursively)."""
+def load_results(folder: str | Path, warn=None) -> list[dict]:
+    """Every well-formed result under ``folder`` (searched recursively). A damaged one is skipped with one line
+    to ``warn`` (stderr by default) naming it and what was expected."""
+    import sys
+
+    warn = warn or (lambda line: print(f"metaprompt: warning: {line}", file=sys.stderr))
+    if not Path(folder).is_dir():
+        raise MetapromptError(f"{folder} is not a folder (expected the --out folder of `metaprompt run`)")
     paths = sorted(Path(folder).rglob(RESULT_NAME))
     if not paths:
         raise MetapromptError(f"no {RESULT_NAME} under {folder} (expected the --out folder of `metaprompt run`)")
-    return [read_result(path) for path in paths]
+    results = []
+    for path in paths:
+        try:
+            results.append(checked_result(read_result(path), path))
+        except MetapromptError as err:
+            warn(f"skipped {err}")
+    if not results:
+        raise MetapromptError(f"no readable {RESULT_NAME} under {folder} (every one was skipped, see above)")
+    return results
+
+
+RESULT_FIELDS = {"protocol": str, "name": str, "method": str, "dataset": str, "seed": int, "metrics": dict}
+"""What a table needs of a result, and its type."""
+
+
+def checked_result(result, path: Path) -> dict:
+    """``result`` when it has what a table needs: the fields above, finite numbers as metrics, a shot count;
+    its cost is dropped (the tables go on) when it is not a mapping of finite numbers."""
+    if not isinstance(result, dict):
+        raise MetapromptError(f"{path}: expected a JSON object, found {type(result).__name__}")
+    for key, kind in RESULT_FIELDS.items():
+        if not isinstance(result.get(key), kind) or isinstance(result.get(key), bool):
+            raise MetapromptError(f"{path}: expected {key!r} to be a {kind.__name__}, found {result.get(key)!r}")
+    bad = [k for k, v in result["metrics"].items() if not _finite(v) or not 0 <= v <= 100]
+    if bad or not result["metrics"]:
+        raise MetapromptError(f"{path}: expected metrics to be accuracies (numbers from 0 to 100), found "
+                              f"{ {k: result['metrics'][k] for k in bad} or 'none'}")
+    if not isinstance(result.get("shots", 0), int) or isinstance(result.get("shots"), bool):
+        raise MetapromptError(f"{path}: expected 'shots' to be an int, found {result.get('shots')!r}")
+    cost = result.get("cost")
+    if cost is not None and not (isinstance(cost, dict) and all(v is None or _finite(v) or isinstance(v, str)
+                                                                for v in cost.values())):
+        result = {**result, "cost": None}
+    elif isinstance(cost, dict):
+        result = {**result, "cost": {k: v for k, v in cost.items() if v is None or _finite(v) or k == "peak_memory_of"}}
+    return result
+
+
+def _finite(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -111,7 +111,7 @@ class TrainConfig:
         validate(self, {
             "epochs": at_least(0), "batch_size": at_least(1), "test_batch_size": at_least(1), "lr": positive,
             "momentum": in_range(0, 1), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
-            "warmup_lr": positive, "shots": at_least(0), "seed": at_least(0), "precision": one_of(PRECISIONS),
+            "warmup_lr": positive, "shots": at_least(0), "seed": in_range(0, 2**32), "precision": one_of(PRECISIONS),
             "num_workers": at_least(0), "augment_views": at_least(0), "crop_scale_min": fraction,
             "max_steps": at_least(0)}, scope="train.")
 

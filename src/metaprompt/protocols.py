@@ -121,7 +121,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
             spec = TaskSpec(dataset, str(root), classes="base")
             folder = Path(out) / "base2new" / name / dataset / f"seed{seed}"
             runs.append(SweepRun(f"base2new {name} {dataset} seed {seed}", folder, dataset,
-                            _record("base2new", name, seeded, dataset),
+                            _record("base2new", name, seeded, dataset, sweep=cfg),
                             lambda c=seeded, s=spec, f=folder: _base_to_new(c, s, f, read(s.dataset), runtime)))
     return sweep(runs, root, runtime, out)
 
@@ -148,7 +148,7 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
             spec = TaskSpec(dataset, str(root), target=target)
             folder = Path(out) / "dg" / name / dataset / f"shots{shots}" / target / f"seed{seed}"
             runs.append(SweepRun(f"dg {name} {dataset} {shots}-shot target {target} seed {seed}", folder, dataset,
-                            _record("dg", name, seeded, dataset, {"source_accuracy": source_accuracy},
+                            _record("dg", name, seeded, dataset, {"source_accuracy": source_accuracy}, sweep=cfg,
                                     target=target),
                             lambda c=seeded, s=spec, f=folder: _leave_one_domain_out(
                                 c, s, f, read(s.dataset), runtime, source_accuracy)))
@@ -170,7 +170,7 @@ def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: li
                 spec = TaskSpec(dataset, str(root), classes="all")
                 folder = Path(out) / "fewshot" / name / dataset / f"shots{k}" / f"seed{seed}"
                 runs.append(SweepRun(f"fewshot {name} {dataset} {k}-shot seed {seed}", folder, dataset,
-                                     _record("fewshot", name, seeded, dataset),
+                                     _record("fewshot", name, seeded, dataset, sweep=cfg),
                                      lambda c=seeded, s=spec, f=folder: _all_classes(c, s, f, read(s.dataset), runtime)))
     return sweep(runs, root, runtime, out)
 
@@ -192,13 +192,13 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
         source_folder = base / source / f"seed{seed}"
         model = _SourceModel(seeded, source_folder, runtime)
         runs.append(SweepRun(f"xd {name} {source} (source) seed {seed}", source_folder, source,
-                        _record("xd", name, seeded, source, {"source": source}, source=source),
+                        _record("xd", name, seeded, source, {"source": source}, sweep=cfg, source=source),
                         lambda s=spec, m=model: m.train_source(s, read(s.dataset))))
         for target in targets:
             folder = base / target / f"seed{seed}"
             artifact = os.path.relpath(source_folder / ARTIFACT_NAME, folder)
             runs.append(SweepRun(f"xd {name} {source} -> {target} seed {seed}", folder, target,
-                            _record("xd", name, seeded, target, {"source": source}, source=source,
+                            _record("xd", name, seeded, target, {"source": source}, sweep=cfg, source=source,
                                     artifact=artifact),
                             lambda t=target, m=model: m.transfer(build_task(TaskSpec(t, str(root)), splits=read(t))),
                             after=source_folder))
@@ -389,12 +389,17 @@ def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
     return cfg.with_values({"train.seed": seed})
 
 
-def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, options: dict | None = None,
-            **extra: str) -> dict:
+def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, options: dict | None = None, *,
+            sweep: RunConfig, **extra: str) -> dict:
+    """What result.json says of a run besides its outcome. ``settings``: the run's own (see :func:`run_settings`);
+    ``sweep``: those of the command that asked for it, the same for all its datasets (before a dataset's variant)
+    and shot counts: a report puts runs with equal ``sweep`` settings in one column."""
+    sweep_settings = {k: v for k, v in run_settings(sweep, options, protocol).items() if k != "train.shots"}
     return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "follows": cfg.follows,
             "departures": cfg.departures, "model": cfg.model,
             "pretrained": cfg.pretrained, "dataset": dataset, "shots": cfg.train.shots, "seed": cfg.train.seed,
-            "precision": cfg.train.precision, "settings": run_settings(cfg, options, protocol), **extra}
+            "precision": cfg.train.precision, "settings": run_settings(cfg, options, protocol),
+            "sweep": sweep_settings, **extra}
 
 
 def _domains(dataset: str) -> tuple[str, ...]:

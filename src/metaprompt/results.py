@@ -9,11 +9,17 @@ Conventions, as the published tables use them:
 - Cross-dataset transfer: per target the mean over seeds; the average over the targets (not the source).
 
 The ± is the population standard deviation over seeds (numpy's default, which CoOp's result parser uses).
+
+Like is compared with like (:func:`like_with_like`): runs of one name whose settings differ (model, weights,
+shots, preset, departures, precision, any option) are different columns, labelled by what differs; a seed is
+counted once; a column that departs from the published config it follows is marked † and its table's note
+lists the departures.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +61,8 @@ class Table:
     decimals: int = 2
     plot: str = "bars"
     """As a figure panel: ``bars`` (a bar group per column) or ``lines`` (a line per row over the columns)."""
+    protocol: str = ""
+    """The protocol whose runs it shows ('' for tables over all)."""
 
 
 @dataclass
@@ -71,29 +79,110 @@ def over_seeds(values: list[float]) -> Stat:
 
 def build_report(results: list[dict]) -> Report:
     """The tables and figure panels of every protocol present in ``results``."""
+    results, footnotes = like_with_like(results)
+    report = _build_report(results)
+    for table in report.tables:
+        shown = [label for label, _ in table.rows] + table.columns
+        marks = [f"{label} departs from {text}" for (protocol, label), texts in footnotes.items()
+                 if protocol == table.protocol and any(s == label or s.startswith(label + " ") for s in shown)
+                 for text in sorted(texts)]
+        if marks:
+            table.note = "; ".join(filter(None, [table.note, *marks]))
+    return report
+
+
+DEPARTS = "†"
+SHOTS_PROTOCOLS = ("base2new", "xd")
+"""Protocols whose tables hold one shot count per column (DG and few-shot tables have shots as an axis)."""
+
+
+def like_with_like(results: list[dict]) -> tuple[list[dict], dict[tuple[str, str], set[str]]]:
+    """``results`` with each run's ``name`` replaced by its column label, and each departing label's footnote.
+
+    Runs of one name fall into groups by everything that changes a number (the settings of the command that
+    made them, and shots where a table does not show them as an axis); a name with several groups gets a
+    label per group naming what differs (``coop (lr=0.01)``). A label whose runs depart from the published
+    config is marked †. One result per (label, dataset, target, source, shots, seed) is kept: a seed is counted
+    once."""
+    keyed = [(r, _group_key(r)) for r in results]
+    by_name: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r, key in keyed:
+        if key not in by_name[(r["protocol"], r["name"])]:
+            by_name[(r["protocol"], r["name"])].append(key)
+    labelled, seen, footnotes = [], set(), defaultdict(set)
+    for r, key in keyed:
+        keys = by_name[(r["protocol"], r["name"])]
+        label = r["name"] + _difference(key, keys)
+        if r.get("departures") and r.get("follows"):
+            label += DEPARTS
+            footnotes[(r["protocol"], label)].add(f"{r['follows']}: {_departure_text(r)}")
+        identity = (r["protocol"], label, r["dataset"], r.get("target"), r.get("source"), r.get("shots"), r.get("seed"))
+        if identity not in seen:
+            seen.add(identity)
+            labelled.append({**r, "name": label})
+    return labelled, dict(footnotes)
+
+
+def _group_key(r: dict) -> dict:
+    """What makes two runs of one name comparable: the sweep's settings (older results: the fields they have)."""
+    key = dict(r["sweep"]) if isinstance(r.get("sweep"), dict) else {
+        "model": r.get("model"), "pretrained": r.get("pretrained"), "preset": r.get("preset"),
+        "train.precision": r.get("precision"),
+        **{k: v.get("used") for k, v in (r.get("departures") or {}).items() if isinstance(v, dict)}}
+    if r["protocol"] in SHOTS_PROTOCOLS and r.get("method") != "zeroshot":
+        key["train.shots"] = r.get("shots")
+    return key
+
+
+def _difference(key: dict, keys: list[dict]) -> str:
+    """`` (k=v, ...)``: the settings in which ``key`` differs from the other groups of its name ('' if alone)."""
+    if len(keys) < 2:
+        return ""
+    differing = sorted({k for other in keys for k in set(other) | set(key) if other.get(k) != key.get(k)})
+    return " (" + ", ".join(f"{k.split('.')[-1]}={_short(key.get(k))}" for k in differing) + ")"
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else "…" + text[-23:]
+
+
+def _departure_text(r: dict) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v.get('used')!r} (published {v.get('published')!r})"
+                     for k, v in r["departures"].items() if isinstance(v, dict))
+
+
+def _build_report(results: list[dict]) -> Report:
     by_protocol = _group(results, "protocol")
     report = Report([], [])
     if ("base2new",) in by_protocol:
         table = base_to_new_table(by_protocol[("base2new",)])
+        table.protocol = "base2new"
         report.tables.append(table)
         report.panels.append(_base_to_new_panel(table))
     if ("dg",) in by_protocol:
-        tables = dg_tables(by_protocol[("dg",)])
+        tables = _of("dg", dg_tables(by_protocol[("dg",)]))
         report.tables += tables
         report.panels.append(tables[-1])
         report.panels += [_accuracies_only(t) for t in tables if t.columns == list(DG_GAP_COLUMNS)]
     if ("xd",) in by_protocol:
-        tables = xd_tables(by_protocol[("xd",)])
+        tables = _of("xd", xd_tables(by_protocol[("xd",)]))
         report.tables += tables
         report.panels += tables
     if ("fewshot",) in by_protocol:
-        tables = fewshot_tables(by_protocol[("fewshot",)])
+        tables = _of("fewshot", fewshot_tables(by_protocol[("fewshot",)]))
         report.tables += tables
         report.panels += tables
     costs = cost_table(results)
     if costs is not None:
         report.tables.append(costs)
     return report
+
+
+def _of(protocol: str, tables: list[Table]) -> list[Table]:
+    for table in tables:
+        table.protocol = protocol
+    return tables
 
 
 # ------------------------------------------------------------------ few-shot classification
@@ -165,11 +254,24 @@ def base_to_new_table(results: list[dict]) -> Table:
     for k in range(len(names)):
         base, new = average[3 * k], average[3 * k + 1]
         average[3 * k + 2] = Stat(harmonic_mean(base.mean, new.mean))
-    covered = {name: sum((name, d) in runs for d in datasets) for name in names}
-    note = ("averages are over each method's own datasets: " + ", ".join(f"{n} {c}" for n, c in covered.items())
-            if len(set(covered.values())) > 1 else "")
+    expected = len(BASE_TO_NEW_DATASETS) if set(datasets) <= set(BASE_TO_NEW_DATASETS) else len(datasets)
+    for k, name in enumerate(names):
+        covered = sum((name, d) in runs for d in datasets)
+        average[3 * k:3 * k + 3] = [None if cell is None else Stat(cell.mean, covers=(covered, expected))
+                                    for cell in average[3 * k:3 * k + 3]]
+    note = _partial_note(average, "datasets")
     columns = [f"{name} {metric}" for name in names for metric in B2N_METRICS]
-    return Table("Base-to-new generalisation", "dataset", columns, rows + [("Average", average)], 1, note)
+    return Table(f"Base-to-new generalisation{_shots_title(results)}", "dataset", columns,
+                 rows + [("Average", average)], 1, note)
+
+
+def _shots_title(results: list[dict]) -> str:
+    """`` (16 shots)`` when every trained run of the table has the same shots (else the labels say them)."""
+    shots = {r.get("shots") for r in results if r.get("method") != "zeroshot"}
+    if len(shots) != 1 or None in shots:
+        return ""
+    k = shots.pop()
+    return f" ({k} shot{'s' if k != 1 else ''})"
 
 
 def _base_to_new_cells(runs: list[dict] | None) -> list[Stat | None]:
@@ -277,7 +379,7 @@ def _xd_table(title: str, source: str, targets: list[str], results: list[dict], 
         cells = [_accuracy(runs.get((name, dataset))) for dataset in [source, *targets]]
         rows.append((name, cells + [_mean_cell(cells[1:], expected)]))
     note = _partial_note([cells[-1] for _, cells in rows], "target datasets")
-    return Table(title, "method", [f"{source} (source)", *targets, "Average"], rows, 0, note)
+    return Table(title + _shots_title(results), "method", [f"{source} (source)", *targets, "Average"], rows, 0, note)
 
 
 # ------------------------------------------------------------------ shared

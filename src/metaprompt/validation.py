@@ -11,6 +11,7 @@ float where a float is expected), then the rules.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Callable, NamedTuple
@@ -76,6 +77,8 @@ def _typed(value: Any, annotation: Any) -> Any:
         return value if type(None) in allowed else _WRONG
     if isinstance(value, bool):
         return value if bool in allowed else _WRONG
+    if isinstance(value, float) and not math.isfinite(value):
+        return _WRONG  # nan and inf are no setting's value
     if float in allowed and isinstance(value, int):
         return float(value)
     origins = tuple(typing.get_origin(k) or k for k in allowed if k is not type(None))
