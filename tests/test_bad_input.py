@@ -207,7 +207,7 @@ def artifact(tmp_path, tiny_model_name, tiny_weights) -> Path:
 
 
 def eval_args(prompts: Path, folder: Path, dump: Path) -> list[str]:
-    return ["eval", "--prompts", str(prompts), "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
+    return ["eval", "--pretrained", "none", "--prompts", str(prompts), "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
             "--no-progress", "--dump-logits", str(dump)]
 
 

@@ -273,3 +273,172 @@ def test_xd_with_the_source_among_its_targets_is_refused(world_root, tmp_path, c
     assert main(["run", "xd", "--method", "coop", "--model", "world-tiny", "--source", "world", "--targets",
                  "world", "--root", str(world_root), "--out", str(tmp_path)]) == 2
     assert "world is the source dataset" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ adversarial inputs, one line each
+
+def damaged_eurosat(tmp_path, change):
+    from data_layouts import make_coop_dataset
+
+    folder = make_coop_dataset(tmp_path, "eurosat")
+    split_file = next(folder.glob("split_zhou_*.json"))
+    data = json.loads(split_file.read_text())
+    change(data, split_file, folder)
+    return split_file
+
+
+def check_line(tmp_path, capsys, expected):
+    assert main(["data", "check", "--root", str(tmp_path), "--dataset", "eurosat"]) != 0
+    out = capsys.readouterr()
+    assert expected in out.out + out.err, out
+
+
+def test_bad_bytes_in_a_split_file_name_the_file_and_line(tmp_path, capsys):
+    def bad_bytes(data, path, folder):
+        path.write_bytes(b'{\n"train": [],\n"val": [\xff\xfe]}')
+
+    split_file = damaged_eurosat(tmp_path, bad_bytes)
+    check_line(tmp_path, capsys, f"{split_file}: line 3: byte 0xff is not UTF-8 text")
+
+
+def test_bad_bytes_in_a_list_file_name_the_file_and_line(tmp_path, capsys):
+    from data_layouts import make_fgvc_aircraft
+
+    folder = make_fgvc_aircraft(tmp_path)
+    (folder / "variants.txt").write_bytes(b"707-320\n727-200\nA3\xe900\n")
+    assert main(["data", "check", "--root", str(tmp_path), "--dataset", "fgvc_aircraft"]) != 0
+    out = capsys.readouterr()
+    assert f"{folder / 'variants.txt'}: line 3: byte 0xe9 is not UTF-8 text" in out.out + out.err
+
+
+@pytest.mark.parametrize("escape", ["../../outside.jpg", "/etc/hostname"])
+def test_split_file_paths_stay_under_the_root(escape, tmp_path, capsys):
+    def escaping(data, path, folder):
+        data["test"][0][0] = escape
+        path.write_text(json.dumps(data))
+
+    split_file = damaged_eurosat(tmp_path / "data", escaping)
+    (tmp_path / "outside.jpg").write_bytes(b"not read")
+    check_line(tmp_path / "data", capsys, f"{split_file}: 'test' entry 1 names {escape!r}, which lies outside")
+
+
+def test_two_labels_sharing_a_name_are_refused(tmp_path, capsys):
+    def shared(data, path, folder):
+        name = data["train"][0][2]
+        for split in data.values():
+            for entry in split:
+                if entry[1] == 1:
+                    entry[2] = name
+        path.write_text(json.dumps(data))
+
+    damaged_eurosat(tmp_path, shared)
+    check_line(tmp_path, capsys, "labels 0, 1 are all named")
+
+
+def test_duplicate_fgvc_variants_are_refused(tmp_path, capsys):
+    from data_layouts import make_fgvc_aircraft
+
+    folder = make_fgvc_aircraft(tmp_path)
+    (folder / "variants.txt").write_text("707-320\n727-200\nA300B4\n707-320\n")
+    assert main(["data", "check", "--root", str(tmp_path), "--dataset", "fgvc_aircraft"]) != 0
+    out = capsys.readouterr()
+    assert "'707-320' listed more than once" in out.out + out.err
+
+
+def test_data_check_refuses_negative_shots(tmp_path, capsys):
+    assert main(["data", "check", "--root", str(tmp_path), "--shots", "-5"]) == 2
+    assert "--shots -5: expected the shots per class to check against, 1 or more" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def world_artifact(tmp_path_factory):
+    from metaprompt.world import render_world
+
+    root = tmp_path_factory.mktemp("w")
+    render_world(root / "world", seed=0, train_per_class=1, test_per_class=1, val_per_class=1, progress=False)
+    run = root / "run"
+    assert main(["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(root),
+                 "--classes", "base", "--out", str(run), "--set", "max_steps=1", "--no-progress"]) == 0
+    return run / "prompts.safetensors"
+
+
+def rewritten(artifact, tmp_path, tensors=None, **meta_changes):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(artifact), framework="pt") as f:
+        meta = dict(f.metadata())
+        loaded = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(meta_changes)
+    path = tmp_path / "changed.safetensors"
+    save_file(tensors(loaded) if tensors else loaded, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"config": "[1, 2]"}, "metadata's config is [1, 2]; expected a JSON object"),
+    ({"classnames": '{"a": 1}'}, "metadata's classnames is {'a': 1}; expected a list"),
+    ({"classnames": '["cat", "cat"]'}, "class names repeat 'cat'"),
+    ({"pretrained": '"/somewhere/weights.pt"'}, "a file named in an artifact is not opened unless you name it"),
+])
+def test_artifact_metadata_of_the_wrong_kind_is_one_line(changes, expected, world_artifact, tmp_path, capsys):
+    path = rewritten(world_artifact, tmp_path, **changes)
+    assert main(["predict", "--prompts", str(path), str(next(world_artifact.parent.parent.rglob("*.png")))]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_nan_prompts_are_refused(world_artifact, tmp_path, capsys):
+    path = rewritten(world_artifact, tmp_path, tensors=lambda t: {k: v * float("nan") for k, v in t.items()})
+    assert main(["predict", "--prompts", str(path), str(next(world_artifact.parent.parent.rglob("*.png")))]) == 2
+    assert "text_prompts hold NaN or infinite values" in capsys.readouterr().err
+
+
+def test_a_world_weights_file_that_is_not_safetensors_is_one_line(world_artifact, tmp_path, capsys):
+    bogus = tmp_path / "weights.pt"
+    bogus.write_bytes(b"\x80\x04 a pickle, never unpickled")
+    image = str(next(world_artifact.parent.parent.rglob("*.png")))
+    assert main(["predict", "--prompts", str(world_artifact), "--pretrained", str(bogus), image]) == 2
+    assert f"{bogus}: not a world CLIP checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("classes, expected", [("", "expected comma-separated class names"),
+                                               ("cat, dog, cat", "'cat' given more than once")])
+def test_classes_given_empty_or_twice_are_refused(classes, expected, world_artifact, tmp_path, capsys):
+    image = str(next(world_artifact.parent.parent.rglob("*.png")))
+    assert main(["predict", "--prompts", str(world_artifact), image, "--classes", classes]) == 2
+    assert expected in capsys.readouterr().err
+    assert main(["export", "--prompts", str(world_artifact), "--classes", classes, "--out", str(tmp_path / "h")]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_its_random_state_is_one_line(world_root, tmp_path, capsys):
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+            "--classes", "base", "--out", str(run), "--set", "epochs=2", "--set", "max_steps=1", "--no-progress"]
+    assert main(args) == 0
+    (run / "prompts.safetensors").unlink()  # as if stopped after its first checkpoint
+    (run / "metrics.json").unlink()
+    main([*args[:-3], "--keep-checkpoint", "--set", "max_steps=1", "--no-progress"])
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    del checkpoint["rng"]
+    torch.save(checkpoint, run / "checkpoint.pt")
+    (run / "prompts.safetensors").unlink()
+    (run / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "does not hold this run's training state (no 'rng')" in capsys.readouterr().err
+
+
+def test_a_fewshot_record_without_its_lists_is_one_line(world_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+            "--classes", "base", "--out", str(run), "--set", "max_steps=1", "--no-progress", "--keep-checkpoint"]
+    assert main(args) == 0
+    (run / "prompts.safetensors").unlink()
+    (run / "fewshot.json").write_text('{"dataset": "world", "shots": 16, "seed": 1}')
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "fewshot.json: expected the draw a run records" in capsys.readouterr().err

@@ -64,13 +64,62 @@ def read_artifact(path: str | Path) -> Artifact:
         with open(path, "rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
             meta = json.loads(fh.read(header_len)).get("__metadata__", {})
-        return Artifact(method=meta["method"], config=json.loads(meta["config"]), model=meta["model"],
-                        pretrained=json.loads(meta["pretrained"]), classnames=json.loads(meta["classnames"]),
-                        dataset=meta.get("dataset", "default"), tensors=tensors,
-                        precision=meta.get("precision", "fp32"))
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        art = Artifact(method=meta["method"], config=json.loads(meta["config"]), model=meta["model"],
+                       pretrained=json.loads(meta["pretrained"]), classnames=json.loads(meta["classnames"]),
+                       dataset=meta.get("dataset", "default"), tensors=tensors,
+                       precision=meta.get("precision", "fp32"))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise MetapromptError(f"prompt artifact {path} is corrupted or not a metaprompt artifact "
                               f"(expected a safetensors file written by metaprompt train: {err})") from None
+    problem = _metadata_problem(art) or _tensor_problem(art.tensors)
+    if problem:
+        raise MetapromptError(f"prompt artifact {path}: {problem}")
+    return art
+
+
+METADATA_TYPES = {"method": str, "config": dict, "model": str, "pretrained": (str, type(None)), "classnames": list,
+                  "dataset": str, "precision": str}
+
+
+def _metadata_problem(art: Artifact) -> str:
+    """What is wrong with an artifact's metadata ('' when nothing is)."""
+    for name, kind in METADATA_TYPES.items():
+        if not isinstance(getattr(art, name), kind):
+            return f"its metadata's {name} is {getattr(art, name)!r}; expected a {_kind(kind)}"
+    if not art.classnames or not all(isinstance(c, str) and c.strip() for c in art.classnames):
+        return f"its metadata's classnames are {art.classnames!r}; expected a list of non-empty class names"
+    duplicated = sorted({c for c in art.classnames if art.classnames.count(c) > 1})
+    if duplicated:
+        return f"its class names repeat {', '.join(map(repr, duplicated))}; expected each class once"
+    return ""
+
+
+def _tensor_problem(tensors: dict[str, torch.Tensor]) -> str:
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    return f"{', '.join(bad)} hold NaN or infinite values (a diverged run?); expected finite prompts" if bad else ""
+
+
+def _kind(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({str: "string", dict: "JSON object", list: "list", type(None): "null"}[k] for k in kinds)
+
+
+def weights_source(art: Artifact, path: Path, pretrained: str | None) -> str | None:
+    """Where the artifact's CLIP weights come from: ``pretrained`` when the user gives it; the artifact's own
+    tag (``openai``, the world model's shipped weights) otherwise. A local file named in the artifact's metadata
+    is not opened unless the user names it: the artifact may come from elsewhere, and so may that path."""
+    if pretrained is not None:
+        return None if pretrained.lower() == "none" else pretrained
+    if art.pretrained is not None and _is_path(art.pretrained):
+        raise MetapromptError(f"prompt artifact {path} was trained on CLIP weights from the local file "
+                              f"{art.pretrained}; a file named in an artifact is not opened unless you name it: pass "
+                              "--pretrained FILE (those weights, or your copy of them)")
+    return art.pretrained
+
+
+def _is_path(pretrained: str) -> bool:
+    return "/" in pretrained or "\\" in pretrained or pretrained.endswith(
+        (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
 def load_method(path: str | Path, device: str | torch.device = "cpu", clip: PromptCLIP | None = None,
@@ -79,7 +128,8 @@ def load_method(path: str | Path, device: str | torch.device = "cpu", clip: Prom
     (default: the one it was trained in, as the device runs it)."""
     art = read_artifact(path)
     if clip is None:
-        clip = load_clip(art.model, pretrained or art.pretrained, device=device, precision=precision or art.precision)
+        clip = load_clip(art.model, weights_source(art, Path(path), pretrained), device=device,
+                         precision=precision or art.precision)
     method = build_method(art.method, clip, art.classnames, make_config(art.method, art.config), art.dataset)
     method.load_trained_tensors(art.tensors, source=str(path))
     return method

@@ -180,15 +180,16 @@ class Trainer:
             self.method.load_trained_tensors(payload["tensors"], source=str(path))
             self.optimizer.load_state_dict(payload["optimizer"])
             state = TrainState(**payload["state"])
+            self.method.set_random_state(set_rng_states(payload["rng"], self.method.device))
+            self.method.set_training_state(payload.get("method_state", {}))
         except MetapromptError:
             raise
         except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
-            raise MetapromptError(f"checkpoint {path} does not hold this run's training state ({err}); delete it "
+            detail = f"no {err}" if isinstance(err, KeyError) else str(err)
+            raise MetapromptError(f"checkpoint {path} does not hold this run's training state ({detail}); delete it "
                                   "to start over") from None
         self.state = state
         self.skipped_images = payload.get("skipped_images", 0)
-        self.method.set_random_state(set_rng_states(payload["rng"], self.method.device))
-        self.method.set_training_state(payload.get("method_state", {}))
         return True
 
     # ----------------------------------------------------------------- training

@@ -78,7 +78,8 @@ def add_artifact_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
     p.add_argument("--pretrained", default=None,
-                   help="load CLIP weights from here instead of the artifact's pretrained tag (e.g. a local file)")
+                   help="load CLIP weights from here instead of the artifact's pretrained tag; needed when it was trained on "
+                        "a local weights file, which is not opened unless named here")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="numeric precision (default: the one the artifact was trained in; auto: bf16 on a GPU, "
                         "fp32 elsewhere)")
@@ -134,6 +135,20 @@ def start_runtime(args: argparse.Namespace) -> str:
     device = device_of(args)
     dist.init_from_environment(device)
     return device
+
+
+def class_list(text: str | None) -> list[str] | None:
+    """The class names ``--classes`` gives (None when the option is absent): comma-separated, each once."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not any(names) or not all(names):
+        raise MetapromptError(f"--classes {text!r}: expected comma-separated class names, none of them empty")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise MetapromptError(f"--classes {text!r}: {', '.join(map(repr, repeated))} given more than once; expected "
+                              "each class once")
+    return names
 
 
 def task_spec(args: argparse.Namespace) -> TaskSpec:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..data.check import check_datasets, failed, format_check
 from ..data.prepare import DEFAULT_SEED, PREPARABLE, prepare_dataset
 from ..data.registry import known_datasets
+from ..errors import MetapromptError
 
 ROOT_HELP = "the data root: the folder holding one folder per dataset (CoOp's $DATA)"
 
@@ -55,6 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    if args.shots is not None and args.shots < 1:
+        raise MetapromptError(f"--shots {args.shots}: expected the shots per class to check against, 1 or more")
     results = check_datasets(args.root, args.datasets, args.shots)
     for result in results:
         print(format_check(result))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import HelpFormatter, add_artifact_args, add_device_arg, device_of
+from .common import HelpFormatter, add_artifact_args, add_device_arg, class_list, device_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +33,11 @@ def command(args: argparse.Namespace) -> int:
     problem = why_not_exportable(method_class(art.method))
     if problem:  # said before any model is loaded
         raise MetapromptError(f"cannot export {args.prompts} as a classifier head: {problem}")
+    classes = class_list(args.classes)
     method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained,
                          precision=args.precision)
-    if args.classes:
-        method.set_classes([c.strip() for c in args.classes.split(",") if c.strip()])
+    if classes is not None:
+        method.set_classes(classes)
     path = export_head(method, args.out)
     print(f"wrote {path}: {method.num_classes} classes x {method.clip.embed_dim} features ({art.method}); "
           "see docs/export.md to use it with open_clip alone")

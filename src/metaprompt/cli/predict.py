@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MetapromptError
-from .common import HelpFormatter, add_artifact_args, add_device_arg, device_of
+from .common import HelpFormatter, add_artifact_args, add_device_arg, class_list, device_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +34,10 @@ def command(args: argparse.Namespace) -> int:
     missing = [path for path in args.images if not Path(path).is_file()]
     if missing:
         raise MetapromptError(f"no such image file: {', '.join(missing)}")
+    classes = class_list(args.classes)
     method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained, precision=args.precision)
-    if args.classes:
-        method.set_classes([c.strip() for c in args.classes.split(",") if c.strip()])
+    if classes is not None:
+        method.set_classes(classes)
     clip = method.clip
     transform = test_transform(clip.image_size, clip.mean, clip.std)
     images = torch.stack([transform(load_image(path)) for path in args.images]).to(method.device)

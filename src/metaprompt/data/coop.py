@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import MetapromptError
 from .base import Datum, DatasetSplits
 from .layout import (SPLITS, classnames_of, dataset_folder, existing_image, malformed, numbered_lines, require_dir,
-                     require_file, require_items)
+                     require_file, require_items, utf8)
 from .registry import register
 
 JSON_FORMAT = '{"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}'
@@ -74,8 +74,7 @@ def _split_file_source(layout: CoopJsonLayout) -> str:
 
 def _load_split_json(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(utf8(path.read_bytes(), path))
     except json.JSONDecodeError as err:
         raise MetapromptError(f"{path}: not valid JSON ({err}); expected {JSON_FORMAT}") from None
     if not isinstance(data, dict) or any(not isinstance(data.get(key), list) for key in SPLITS):
@@ -114,6 +113,10 @@ def read_fgvc_aircraft(root: str | Path) -> DatasetSplits:
     classnames = [line for _, line in numbered_lines(variants_file, "one variant name per line")]
     if not classnames:
         raise MetapromptError(f"{variants_file}: no variant names found (expected one per line)")
+    repeated = sorted({name for name in classnames if classnames.count(name) > 1})
+    if repeated:
+        raise MetapromptError(f"{variants_file}: {', '.join(map(repr, repeated))} listed more than once (expected "
+                              "each variant once)")
     label_of = {name: label for label, name in enumerate(classnames)}
     image_dir = require_dir(folder / "images", "the aircraft images <id>.jpg")
     splits = {}

@@ -192,6 +192,7 @@ def draw_record(task: DatasetSplits) -> dict:
 
 def recorded_items(record: dict, source: str | Path, splits: DatasetSplits, pools: DatasetSplits) -> DatasetSplits:
     """``pools`` (the task before its draw) with train / val as a fewshot.json ``record`` lists them."""
+    _check_record(record, source)
     if record.get("dataset") != splits.name:
         raise MetapromptError(f"{source}: records a draw of {record.get('dataset')!r}, expected one of {splits.name!r}")
     base = common_image_folder(splits)
@@ -199,6 +200,18 @@ def recorded_items(record: dict, source: str | Path, splits: DatasetSplits, pool
     val = pools.val if record["val"] is None else _resolve(source, base, record["val"], pools.val or pools.train, "val")
     return pools.with_items(train=train, val=val, fewshot=FewShot(record["shots"], record["seed"], base,
                                                                    record.get("per_domain", False)))
+
+
+def _check_record(record, source: str | Path) -> None:
+    def paths(value) -> bool:
+        return isinstance(value, list) and all(isinstance(p, str) for p in value)
+
+    if not (isinstance(record, dict) and paths(record.get("train")) and (record.get("val") is None or paths(record["val"]))
+            and all(isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("shots", "seed"))):
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise MetapromptError(f"{source}: expected the draw a run records (dataset, shots, seed, and train / val lists "
+                              f"of image paths), found {found}; delete the run folder (or pass --overwrite) to draw "
+                              "again")
 
 
 def _resolve(source: str | Path, base: str, relpaths: list[str], pool: list[Datum], split: str) -> list[Datum]:

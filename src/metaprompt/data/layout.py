@@ -54,10 +54,22 @@ def require_file(path: Path, expected: str) -> Path:
 def numbered_lines(path: Path, expected: str) -> Iterator[tuple[int, str]]:
     """The non-blank lines of text file ``path``, stripped, with their 1-based line numbers."""
     require_file(path, expected)
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield number, line.strip()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            line = utf8(raw, path, number).strip()
+            if line:
+                yield number, line
+
+
+def utf8(data: bytes, path: Path, number: int | None = None) -> str:
+    """``data`` (a file's text, or its line ``number``) decoded as UTF-8; bad bytes are an error naming the file,
+    the line and the byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = number if number is not None else data[:err.start].count(b"\n") + 1
+        raise MetapromptError(f"{path}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8 text; expected a "
+                              "UTF-8 text file") from None
 
 
 def malformed(path: Path, number: int, line: str, expected: str) -> MetapromptError:
@@ -73,7 +85,12 @@ def path_and_label(path: Path, number: int, line: str, expected: str) -> tuple[s
 
 
 def existing_image(base: Path, relpath: str, source: Path, where: str) -> str:
-    """The absolute path of ``base/relpath``; ``where`` says which entry of ``source`` names it."""
+    """The absolute path of ``base/relpath``; ``where`` says which entry of ``source`` names it. A path that
+    leaves ``base`` (absolute, or through ``..``) is refused: a split file names images inside its dataset."""
+    inside = os.path.normpath(os.path.join(base, relpath))
+    if os.path.isabs(relpath) or not inside.startswith(os.path.join(os.path.normpath(base), "")):
+        raise MetapromptError(f"{source}: {where} names {relpath!r}, which lies outside {base}; expected a path "
+                              "relative to that folder")
     impath = base / relpath
     if not impath.is_file():
         raise MetapromptError(f"{source}: {where} names {relpath!r}, but {impath} does not exist")
@@ -134,6 +151,14 @@ def classnames_of(items: Iterable[Datum], source: Path) -> list[str]:
                 "(expected one class name per label)")
     if not names:
         raise MetapromptError(f"{source}: no labelled images found")
+    labels_of: dict[str, list[int]] = {}
+    for label, name in sorted(names.items()):
+        labels_of.setdefault(name, []).append(label)
+    shared = {name: labels for name, labels in labels_of.items() if len(labels) > 1}
+    if shared:
+        name, labels = next(iter(shared.items()))
+        raise MetapromptError(f"{source}: labels {', '.join(map(str, labels))} are all named {name!r} (expected a "
+                              "name of its own for each class: prompts tell classes apart by their names)")
     missing = sorted(set(range(max(names) + 1)) - set(names))
     if min(names) < 0 or missing:
         raise MetapromptError(

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 from open_clip.model import CLIP
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import MetapromptError
@@ -81,8 +81,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise MetapromptError(f"world CLIP checkpoint {path} not found (expected a .safetensors file; "
                               "--pretrained none loads the one shipped with the package)")
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, _checked_metadata(path, f)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, _checked_metadata(path, f)
+    except (SafetensorError, OSError) as err:
+        raise MetapromptError(f"{path}: not a world CLIP checkpoint (expected a .safetensors file written by "
+                              f"`metaprompt world pretrain`: {' '.join(str(err).split())})") from None
 
 
 def load_world_clip(path: str | Path | None = None) -> WorldCLIP:
@@ -92,11 +96,15 @@ def load_world_clip(path: str | Path | None = None) -> WorldCLIP:
             weights, metadata = _read(shipped)
     else:
         weights, metadata = _read(Path(path))
-    model = build_model(json.loads(metadata["config"]))
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
-    tokenizer = WorldTokenizer(json.loads(metadata["vocab"]), int(metadata["context_length"]))
-    return WorldCLIP(model=model.eval(), tokenizer=tokenizer, image_size=int(metadata["image_size"]),
-                     mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])))
+    try:
+        model = build_model(json.loads(metadata["config"]))
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+        tokenizer = WorldTokenizer(json.loads(metadata["vocab"]), int(metadata["context_length"]))
+        return WorldCLIP(model=model.eval(), tokenizer=tokenizer, image_size=int(metadata["image_size"]),
+                         mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])))
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise MetapromptError(f"{path}: a damaged world CLIP checkpoint ({' '.join(str(err).split())[:200]}); "
+                              "expected the file `metaprompt world pretrain` writes") from None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
