@@ -265,7 +265,7 @@ def resume(s: Smoke) -> None:
     at = f"epoch {checkpoint['state']['epoch'] + 1}, after batch {checkpoint['state']['batch']}"
     checkpoint["state"]["history"][0]["mark"] = "before the re-run"
     torch.save(checkpoint, stopped / "checkpoint.pt")
-    s.cli(*s.train_args(stopped, "coop", *RESUME_OPTIONS, extra=extra))
+    s.cli(*s.train_args(stopped, "coop", *RESUME_OPTIONS, extra=(*extra, "--keep-checkpoint")))
     resumed_from_it = torch.load(stopped / "checkpoint.pt", weights_only=True)["state"]["history"][0].get("mark")
     if resumed_from_it != "before the re-run":
         raise StepFailed("the re-run started over instead of resuming from the checkpoint")
@@ -277,7 +277,8 @@ def resume(s: Smoke) -> None:
 def stop_when(pattern: re.Pattern, argv: list[str], sig: signal.Signals, timeout: float = 120) -> tuple[int, str]:
     """Start ``argv``; send ``sig`` once its stderr matches ``pattern``. Exit status and stderr."""
     seen = bytearray()
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT) as proc:
+    env = {**os.environ, "METAPROMPT_PROGRESS": "always"}  # progress bars into the pipe, to see epoch 2 begin
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env) as proc:
         reader = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: proc.stderr.read1(4096), b"")])
         reader.start()
         deadline = time.monotonic() + timeout

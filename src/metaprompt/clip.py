@@ -15,6 +15,7 @@ to the EOT; the text pass runs over the first ``max(EOT index) + 1`` tokens only
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +336,13 @@ def _load_world(pretrained: str | None, source: ModelSource, precision: str) -> 
                       std=world.std, source=source, precision=precision)
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(arch: str):
+    """open_clip's tokenizer of ``arch``, built once per process (reading its BPE vocabulary takes a tenth of a
+    second, once per run of a sweep otherwise); it holds no state a run changes."""
+    return open_clip.get_tokenizer(arch)
+
+
 def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, precision: str) -> PromptCLIP:
     arch = _register_config_file(name)
     is_file = bool(pretrained) and Path(pretrained).exists()
@@ -357,7 +365,7 @@ def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, prec
         else:
             model = open_clip.create_model(arch, pretrained=pretrained or None, load_weights=True,
                                            force_quick_gelu=quick_gelu)
-        tokenizer = open_clip.get_tokenizer(arch)
+        tokenizer = _tokenizer(arch)
     except MetapromptError:
         raise
     except Exception as err:  # noqa: BLE001 - open_clip, hf-hub and torch.load raise many kinds
