@@ -307,15 +307,15 @@ def make_world(root: Path) -> Path:
     return folder
 
 
-def make_all(root: Path) -> Path:
-    """Every layout above under ``root``; returns ``root``."""
+def make_all(root: Path, world: bool = True) -> Path:
+    """Every layout above under ``root`` (the world's only with ``world``); returns ``root``."""
     for name in COOP_DATASETS:
         make_coop_dataset(root, name)
     make_fgvc_aircraft(root)
     make_imagenet(root)
     for name in IMAGENET_VARIANTS:
         make_imagenet_variant(root, name)
-    for make in (make_pacs, make_vlcs, make_office_home, make_domainnet, make_world):
+    for make in (make_pacs, make_vlcs, make_office_home, make_domainnet, *([make_world] if world else [])):
         make(root)
     return root
 

@@ -206,8 +206,8 @@ def artifact(tmp_path, tiny_model_name, tiny_weights) -> Path:
     return save_artifact(tmp_path / "prompts.safetensors", method)
 
 
-def eval_args(prompts: Path, folder: Path, dump: Path) -> list[str]:
-    return ["eval", "--pretrained", "none", "--prompts", str(prompts), "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
+def eval_args(prompts: Path, folder: Path, dump: Path, model: str = "ViT-B-16") -> list[str]:
+    return ["eval", "--model", model, "--pretrained", "none", "--prompts", str(prompts), "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
             "--no-progress", "--dump-logits", str(dump)]
 
 
@@ -219,7 +219,7 @@ def test_artifact_from_another_model(capsys, tmp_path, folder, artifact):
             "model": str(wide), "pretrained": "null", "classnames": json.dumps(art.classnames), "dataset": art.dataset}
     moved = tmp_path / "moved.safetensors"
     save_file(art.tensors, str(moved), metadata=meta)
-    line = failure(capsys, eval_args(moved, folder, tmp_path / "logits.npz"))
+    line = failure(capsys, eval_args(moved, folder, tmp_path / "logits.npz", model=str(wide)))
     assert str(moved) in line and "'text_prompts' has shape [1, 4, 48]" in line and "expects [1, 4, 64]" in line
     assert not (tmp_path / "logits.npz").exists()
 

@@ -52,7 +52,7 @@ def test_method_trains_and_evaluates_on_other_classes(method, folder, tmp_path, 
     assert f"method: {method}" in config
     capsys.readouterr()
     dump = tmp_path / "new.npz"
-    assert main(["eval", "--pretrained", model[1], "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
+    assert main(["eval", "--model", model[0], "--pretrained", model[1], "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
                  str(folder), "--classes", "new", "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
     assert "accuracy:" in capsys.readouterr().out
     data = np.load(dump)
@@ -77,7 +77,7 @@ def test_dumped_logits_match_an_independent_computation(folder, tmp_path, model)
     out = tmp_path / "run"
     assert main(method_args("ivlp", folder, out, model, ["ctx_init=", "n_ctx=2"])) == 0
     dump = tmp_path / "all.npz"
-    assert main(["eval", "--pretrained", model[1], "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
+    assert main(["eval", "--model", model[0], "--pretrained", model[1], "--prompts", str(out / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
                  str(folder), "--classes", "all", "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
     data = np.load(dump)
     t = load_file(str(out / "prompts.safetensors"))
@@ -123,13 +123,13 @@ def test_predict_prints_the_probabilities_eval_computes(folder, tmp_path, model,
     out = tmp_path / "run"
     assert main(method_args("ivlp", folder, out, model)) == 0
     artifact, dump = str(out / "prompts.safetensors"), tmp_path / "new.npz"
-    assert main(["eval", "--pretrained", model[1], "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
+    assert main(["eval", "--model", model[0], "--pretrained", model[1], "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
                  "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
     data = np.load(dump)
     new = list(data["classnames"])
     images = [str(folder / "test" / name / f"{i}.png") for name in new for i in range(2)]
     capsys.readouterr()
-    assert main(["predict", "--pretrained", model[1], "--prompts", artifact, *images, "--classes", ",".join(new), "--top-k", "3"]) == 0
+    assert main(["predict", "--model", model[0], "--pretrained", model[1], "--prompts", artifact, *images, "--classes", ",".join(new), "--top-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(images)
     probabilities = torch.from_numpy(data["logits"]).softmax(-1) * 100
@@ -146,10 +146,10 @@ def test_predict_names_what_it_cannot_use(folder, tmp_path, model, capsys):
     assert main(method_args("coop", folder, out, model)) == 0
     artifact = str(out / "prompts.safetensors")
     capsys.readouterr()
-    assert main(["predict", "--pretrained", model[1], "--prompts", artifact, str(tmp_path / "nowhere.png")]) == 2
+    assert main(["predict", "--model", model[0], "--pretrained", model[1], "--prompts", artifact, str(tmp_path / "nowhere.png")]) == 2
     assert f"no such image file: {tmp_path / 'nowhere.png'}" in capsys.readouterr().err
     image = str(folder / "test" / "cat" / "0.png")
-    assert main(["predict", "--pretrained", model[1], "--prompts", artifact, image, "--top-k", "0"]) == 2
+    assert main(["predict", "--model", model[0], "--pretrained", model[1], "--prompts", artifact, image, "--top-k", "0"]) == 2
     assert "--top-k must be at least 1, got 0" in capsys.readouterr().err
-    assert main(["predict", "--pretrained", model[1], "--prompts", artifact, image, "--top-k", "9"]) == 0  # at most the classes there are
+    assert main(["predict", "--model", model[0], "--pretrained", model[1], "--prompts", artifact, image, "--top-k", "9"]) == 0  # at most the classes there are
     assert len(capsys.readouterr().out.split(": ", 1)[1].split(", ")) == 3

@@ -57,20 +57,9 @@ def test_every_bash_block_runs_or_says_why_not():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from data_layouts import (COOP_DATASETS, IMAGENET_VARIANTS, make_coop_dataset, make_domainnet,
-                              make_fgvc_aircraft, make_imagenet, make_imagenet_variant, make_office_home, make_pacs,
-                              make_vlcs)
+    from data_layouts import make_all
 
-    root = tmp_path_factory.mktemp("DATA")
-    for name in COOP_DATASETS:
-        make_coop_dataset(root, name)
-    make_fgvc_aircraft(root)
-    make_imagenet(root)
-    for name in IMAGENET_VARIANTS:
-        make_imagenet_variant(root, name)
-    for make in (make_pacs, make_vlcs, make_office_home, make_domainnet):
-        make(root)  # the world is left to the docs' own `metaprompt world render`
-    return root
+    return make_all(tmp_path_factory.mktemp("DATA"), world=False)  # the docs render the world themselves
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +94,8 @@ def offline(argv: list[str], model: tuple[str, str]) -> list[str]:
         extra = ["--shots", "1"] if argv[1] == "fewshot" else []
         return [*argv, *tiny, *short, "--seeds", "1", *extra]
     if command in ("eval", "predict", "export"):
-        return [*argv, "--pretrained", model[1], *(["--no-progress", "--workers", "0"] if command == "eval" else [])]
+        return [*argv, "--model", model[0], "--pretrained", model[1],
+                *(["--no-progress", "--workers", "0"] if command == "eval" else [])]
     if argv[:2] == ["world", "render"]:
         return [*argv, "--train-per-class", "2", "--test-per-class", "2", "--val-per-class", "1"]
     return argv

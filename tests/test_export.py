@@ -32,9 +32,9 @@ def test_the_documented_lines_with_open_clip_alone_give_the_eval_logits(method, 
     run = tmp_path / "run"
     assert main(train_args(method, folder, run, model, "epochs=1", *extra, extra=("--shots", "0"))) == 0
     head = tmp_path / "head.safetensors"
-    assert main(["export", "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--out", str(head), "--device", "cpu"]) == 0
+    assert main(["export", "--model", model[0], "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--out", str(head), "--device", "cpu"]) == 0
     dump = tmp_path / "eval.npz"
-    assert main(["eval", "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
+    assert main(["eval", "--model", model[0], "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--dataset", "imagefolder", "--root",
                  str(folder), "--dump-logits", str(dump), "--workers", "0", "--no-progress"]) == 0
     expected = np.load(dump)
     paths = sorted(str(p) for p in (folder / "test").rglob("*.png"))  # eval's order: classes sorted, then files
@@ -60,7 +60,7 @@ def test_methods_whose_image_side_is_prompted_say_why_they_cannot_be_exported(me
     assert main(train_args(method, folder, run, model, "epochs=1", "max_steps=1", *sets, extra=("--shots", "0"))) == 0
     capsys.readouterr()
     out = tmp_path / "head.safetensors"
-    assert main(["export", "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--out", str(out)]) == 2
+    assert main(["export", "--model", model[0], "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--out", str(out)]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metaprompt:")]
     assert len(lines) == 1 and "cannot export" in lines[0] and reason in lines[0]
     assert not out.exists()
@@ -73,7 +73,7 @@ def test_a_head_for_other_classes_holds_their_features(tmp_path, model):
     run = tmp_path / "run"
     assert main(train_args("coop", folder, run, model, "epochs=1", "n_ctx=2", extra=("--shots", "0"))) == 0
     head = tmp_path / "head.safetensors"
-    assert main(["export", "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--classes", "dog, emu", "--out",
+    assert main(["export", "--model", model[0], "--pretrained", model[1], "--prompts", str(run / "prompts.safetensors"), "--classes", "dog, emu", "--out",
                  str(head)]) == 0
     with safe_open(str(head), framework="pt") as f:
         classifier, meta = f.get_tensor("classifier"), f.metadata()

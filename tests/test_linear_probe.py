@@ -20,7 +20,7 @@ def probe(tmp_path, model):
     folder = make_image_folder(tmp_path / "data", CLASSES, {"train": 4, "val": 2, "test": 2})
     run = tmp_path / "run"
     assert main(train_args("linear_probe", folder, run, model, "search_steps=2", extra=("--shots", "0"))) == 0
-    return folder, run, model[1]
+    return folder, run, ["--model", model[0], "--pretrained", model[1]]
 
 
 def test_the_probe_is_scikit_learns_regression_on_clips_own_features(probe, model):
@@ -54,16 +54,16 @@ def test_its_artifact_evaluates_and_predicts_but_serves_no_other_classes(probe, 
     capsys.readouterr()
     trained = json.loads((run / "metrics.json").read_text())["accuracy"]
     artifact = str(run / "prompts.safetensors")
-    assert main(["eval", "--pretrained", weights, "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
+    assert main(["eval", *weights, "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--workers", "0",
                  "--no-progress"]) == 0
     assert f"accuracy: {trained:.2f}%" in capsys.readouterr().out
     image = str(next((folder / "test" / "bee").glob("*.png")))
-    assert main(["predict", "--pretrained", weights, "--prompts", artifact, image, "--top-k", "2"]) == 0
+    assert main(["predict", *weights, "--prompts", artifact, image, "--top-k", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"{image}: ")
-    assert main(["eval", "--pretrained", weights, "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
+    assert main(["eval", *weights, "--prompts", artifact, "--dataset", "imagefolder", "--root", str(folder), "--classes", "new",
                  "--workers", "0", "--no-progress"]) == 2
     assert "a linear probe is fitted to its 3 training classes and cannot serve other classes" in capsys.readouterr().err
-    assert main(["export", "--pretrained", weights, "--prompts", artifact, "--out", str(tmp_path / "head.safetensors")]) == 2
+    assert main(["export", *weights, "--prompts", artifact, "--out", str(tmp_path / "head.safetensors")]) == 2
     assert "already a head on CLIP's unnormalised image features" in capsys.readouterr().err
 
 

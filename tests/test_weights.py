@@ -138,3 +138,25 @@ def test_a_pickle_of_python_objects_is_refused_without_running_it(tmp_path):
 def test_a_checkpoint_of_another_architecture_names_what_does_not_fit(openai_state_dict_file, tiny_model_name):
     with pytest.raises(MetapromptError, match="does not fit model 'tiny-vit'.*pass the --model its weights were"):
         load_clip(tiny_model_name, str(openai_state_dict_file))
+
+
+def test_a_state_dict_that_does_not_say_whose_weights_it_holds_is_named_with_the_quickgelu_variant(tmp_path, capsys):
+    """Issue 21, item 6: a GELU config with a -quickgelu twin and a plain state-dict file: one line naming it."""
+    import json
+
+    import open_clip
+
+    from helpers import TINY_CONFIG, tiny_checkpoint
+    from metaprompt.clip import load_clip
+
+    plain, twin = tmp_path / "tinyq.json", tmp_path / "tinyq-quickgelu.json"
+    plain.write_text(json.dumps(TINY_CONFIG))
+    twin.write_text(json.dumps({**TINY_CONFIG, "quick_gelu": True}))
+    open_clip.add_model_config(twin)
+    state_dict = tiny_checkpoint(plain)
+    capsys.readouterr()
+    load_clip(str(plain), str(state_dict))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "does not say whose weights" in line]
+    assert len(lines) == 1 and "pass --model tinyq-quickgelu" in lines[0]
+    load_clip(str(twin), str(state_dict))  # the QuickGELU variant named: nothing to say
+    assert "does not say whose weights" not in capsys.readouterr().err

@@ -380,6 +380,7 @@ def rewritten(artifact, tmp_path, tensors=None, **meta_changes):
     ({"classnames": '{"a": 1}'}, "metadata's classnames is {'a': 1}; expected a list"),
     ({"classnames": '["cat", "cat"]'}, "class names repeat 'cat'"),
     ({"pretrained": '"/somewhere/weights.pt"'}, "a file named in an artifact is not opened unless you name it"),
+    ({"model": "/somewhere/model.json"}, "not opened unless you name it: pass --model FILE"),
 ])
 def test_artifact_metadata_of_the_wrong_kind_is_one_line(changes, expected, world_artifact, tmp_path, capsys):
     path = rewritten(world_artifact, tmp_path, **changes)
@@ -442,3 +443,39 @@ def test_a_fewshot_record_without_its_lists_is_one_line(world_root, tmp_path, ca
     capsys.readouterr()
     assert main(args) == 2
     assert "fewshot.json: expected the draw a run records" in capsys.readouterr().err
+
+
+def test_a_lease_with_a_malformed_or_future_heartbeat_never_holds_a_run_forever(tmp_path):
+    import time
+
+    from metaprompt.errors import MetapromptError
+    from metaprompt.leases import Claim, Leases
+
+    leases = Leases(tmp_path, stale_after=60)
+    run = tmp_path / "base2new" / "coop" / "world" / "seed1"
+    holder = {"host": "another-host", "pid": 1, "started": time.time(), "token": "t"}
+    for heartbeat in ("soon", time.time() + 10**9, None):
+        leases.path(run).write_text(json.dumps({**holder, "heartbeat": heartbeat}))
+        claim = leases.claim(run)
+        assert isinstance(claim, Claim), heartbeat
+        claim.release()
+    for timeout in (float("nan"), 0, -1, float("inf")):
+        with pytest.raises(MetapromptError, match="expected a positive number of seconds"):
+            Leases(tmp_path, stale_after=timeout)
+
+
+def test_report_ci95_is_the_confidence_interval_parse_test_res_gives(tmp_path, capsys):
+    import math
+    from statistics import pstdev
+
+    bases = [80.0, 70.0, 75.0]
+    for seed, base in enumerate(bases, start=1):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps(b2n_result(seed, base, 50.0)))
+    assert main(["report", str(tmp_path), "--ci95", "--figure", str(tmp_path / "f.png")]) == 0
+    half_width = 1.96 * pstdev(bases) / math.sqrt(3)  # parse_test_res.py: 1.96 * np.std(res) / np.sqrt(len(res))
+    assert f"| dtd | 75.00 ± {half_width:.2f} |" in capsys.readouterr().out
+    assert main(["report", str(tmp_path), "--format", "csv", "--figure", str(tmp_path / "f.png")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if ",dtd,coop Base," in line)
+    assert row.endswith(f",{half_width:.4f}")

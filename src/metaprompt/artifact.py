@@ -117,19 +117,31 @@ def weights_source(art: Artifact, path: Path, pretrained: str | None) -> str | N
     return art.pretrained
 
 
+def model_source(art: Artifact, path: Path, model: str | None) -> str:
+    """The model to build: ``model`` when the user gives it, the artifact's otherwise, unless that is a local
+    config file (which is not opened unless the user names it, as for weights)."""
+    if model is not None:
+        return model
+    if art.model.endswith(".json") or art.model.startswith("local-dir:"):
+        raise MetapromptError(f"prompt artifact {path} was trained on a model built from the local file {art.model}; a "
+                              "file named in an artifact is not opened unless you name it: pass --model FILE")
+    return art.model
+
+
 def _is_path(pretrained: str) -> bool:
     return "/" in pretrained or "\\" in pretrained or pretrained.endswith(
         (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
 def load_method(path: str | Path, device: str | torch.device = "cpu", clip: PromptCLIP | None = None,
-                pretrained: str | None = None, precision: str | None = None) -> PromptMethod:
+                pretrained: str | None = None, precision: str | None = None, model: str | None = None) -> PromptMethod:
     """Rebuild the trained method from an artifact (loading its CLIP unless one is given), in ``precision``
-    (default: the one it was trained in, as the device runs it)."""
+    (default: the one it was trained in, as the device runs it). ``model`` / ``pretrained``: the CLIP to load
+    instead of the one the artifact names (needed where it names local files, see :func:`weights_source`)."""
     art = read_artifact(path)
     if clip is None:
-        clip = load_clip(art.model, weights_source(art, Path(path), pretrained), device=device,
-                         precision=precision or art.precision)
+        clip = load_clip(model_source(art, Path(path), model), weights_source(art, Path(path), pretrained),
+                         device=device, precision=precision or art.precision)
     method = build_method(art.method, clip, art.classnames, make_config(art.method, art.config), art.dataset)
     method.load_trained_tensors(art.tensors, source=str(path))
     return method

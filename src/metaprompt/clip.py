@@ -358,6 +358,10 @@ def _load_open_clip(name: str, pretrained: str | None, source: ModelSource, prec
     checkpoint = weights.read_checkpoint(pretrained) if is_file else None
     openai = pretrained == weights.OPENAI_TAG or bool(checkpoint and checkpoint.openai)
     quick_gelu = weights.quick_gelu_for(arch, None if is_file else pretrained, openai, warn=_warn)
+    if is_file and not openai and not quick_gelu and f"{arch}-quickgelu" in open_clip.list_models():
+        _warn(f"{pretrained} does not say whose weights it holds (a plain state dict has none of OpenAI's own "
+              f"entries), so model {arch!r} is built with the GELU its config names; OpenAI's weights were trained "
+              f"with QuickGELU (encode_image then differs by about 3e-2): for them, pass --model {arch}-quickgelu")
     try:
         if checkpoint is not None and checkpoint.openai:
             model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)

@@ -3,8 +3,9 @@ generalisation, domain generalisation (leave one domain out), cross-dataset tran
 classification over all classes.
 
 Every run has a folder of its own. Training runs hold what :func:`metaprompt.experiment.train_run` writes
-(``config.yaml``, ``prompts.safetensors``, ``metrics.json``); every run holds ``result.json`` (metrics,
-seed, dataset, method, versions, wall time), written last::
+(``config.yaml``, ``prompts.safetensors``, ``metrics.json``); every run holds ``settings.json`` (what makes a
+result there this run's, see :func:`check_run_settings`), ``log.txt`` and ``result.json`` (metrics, seed, dataset,
+method, settings, versions, wall time), written last::
 
     OUT/base2new/<name>/<dataset>/seed<k>/
     OUT/dg/<name>/<dataset>/shots<k>/<target domain>/seed<k>/

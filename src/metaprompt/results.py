@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,8 +439,13 @@ def _names(results: list[dict]) -> list[str]:
 
 # ------------------------------------------------------------------ output
 
-def render(tables: list[Table], fmt: str = "md", std: bool = True) -> str:
-    """The tables as Markdown, LaTeX, or one long-format CSV (table, row, column, mean, std, seeds)."""
+CI95 = "ci95"
+
+
+def render(tables: list[Table], fmt: str = "md", std: bool | str = True) -> str:
+    """The tables as Markdown, LaTeX, or one long-format CSV (table, row, column, mean, std, ci95, seeds, covers).
+    ``std``: after each mean, ± the std over seeds (True), the half-width of its 95% confidence interval
+    (``"ci95"``: 1.96 std / sqrt(seeds), as CoOp's parse_test_res.py --ci95), or nothing (False)."""
     if fmt not in FORMATS:
         raise MetapromptError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -454,8 +460,14 @@ def format_stat(cell: Stat | None, std: bool, plus_minus: str = " ± ", empty: s
     mean = round(cell.mean, decimals) + 0.0  # no "-0.00" for a gap that is zero up to rounding
     covered = f" ({cell.covers[0]}/{cell.covers[1]})" if cell.partial else ""
     if std and cell.std is not None and cell.seeds > 1:
-        return f"{mean:.{decimals}f}{plus_minus}{cell.std:.{decimals}f}{covered}"
+        spread = ci95(cell) if std == CI95 else cell.std
+        return f"{mean:.{decimals}f}{plus_minus}{spread:.{decimals}f}{covered}"
     return f"{mean:.{decimals}f}{covered}"
+
+
+def ci95(cell: Stat) -> float:
+    """Half the width of the mean's 95% confidence interval over seeds, as CoOp's parse_test_res.py computes it."""
+    return 1.96 * cell.std / math.sqrt(cell.seeds)
 
 
 def _markdown(table: Table, std: bool) -> str:
@@ -485,20 +497,21 @@ def _latex(table: Table, std: bool) -> str:
 def _tex(text: str) -> str:
     for char in "\\&%$#_{}":
         text = text.replace(char, "\\" + char)
-    return text
+    return text.replace(DEPARTS, r"\textsuperscript{\dag}")
 
 
 def _csv(tables: list[Table]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "mean", "std", "seeds", "covers"])
+    writer.writerow(["table", "row", "column", "mean", "std", "seeds", "covers", "ci95"])
     for table in tables:
         for label, cells in table.rows:
             for column, cell in zip(table.columns, cells):
                 if cell is not None:
                     writer.writerow([table.title, label, column, f"{cell.mean:.4f}",
                                      "" if cell.std is None else f"{cell.std:.4f}", cell.seeds or "",
-                                     f"{cell.covers[0]}/{cell.covers[1]}" if cell.partial else ""])
+                                     f"{cell.covers[0]}/{cell.covers[1]}" if cell.partial else "",
+                                     f"{ci95(cell):.4f}" if cell.std is not None and cell.seeds > 1 else ""])
     return buffer.getvalue()
 
 

@@ -77,6 +77,9 @@ def add_artifact_args(p: argparse.ArgumentParser) -> None:
     from ..precision import PRECISIONS
 
     p.add_argument("--prompts", required=True, help="prompt artifact (prompts.safetensors) written by `metaprompt train`")
+    p.add_argument("--model", default=None,
+                   help="build this model instead of the artifact's; needed when it was trained on a model config "
+                        "file, which is not opened unless named here")
     p.add_argument("--pretrained", default=None,
                    help="load CLIP weights from here instead of the artifact's pretrained tag; needed when it was trained on "
                         "a local weights file, which is not opened unless named here")

@@ -37,7 +37,8 @@ def command(args: argparse.Namespace) -> int:
     options = compute_options(args)
     task = build_task(task_spec(args))
     items = task.val if args.split == "val" else task.test
-    method = load_method(args.prompts, device=start_runtime(args), pretrained=args.pretrained, precision=args.precision)
+    method = load_method(args.prompts, device=start_runtime(args), pretrained=args.pretrained, model=args.model,
+                         precision=args.precision)
     method.set_options(options)
     method.set_classes(task.classnames)
     result = evaluate(method, items, args.batch_size, args.workers,

@@ -34,7 +34,7 @@ def command(args: argparse.Namespace) -> int:
     if problem:  # said before any model is loaded
         raise MetapromptError(f"cannot export {args.prompts} as a classifier head: {problem}")
     classes = class_list(args.classes)
-    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained,
+    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained, model=args.model,
                          precision=args.precision)
     if classes is not None:
         method.set_classes(classes)

@@ -35,7 +35,8 @@ def command(args: argparse.Namespace) -> int:
     if missing:
         raise MetapromptError(f"no such image file: {', '.join(missing)}")
     classes = class_list(args.classes)
-    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained, precision=args.precision)
+    method = load_method(args.prompts, device=device_of(args), pretrained=args.pretrained, model=args.model,
+                         precision=args.precision)
     if classes is not None:
         method.set_classes(classes)
     clip = method.clip

@@ -27,13 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "latex: booktabs tables (default: %(default)s)")
     p.add_argument("--figure", default=None, metavar="FILE.png",
                    help=f"where to write the figure (default: DIR/{FIGURE_NAME})")
-    p.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
+    spread = p.add_mutually_exclusive_group()
+    spread.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
+    spread.add_argument("--ci95", action="store_true",
+                        help="± the 95%% confidence interval of each mean over seeds (1.96 std / sqrt(seeds), as "
+                             "CoOp's parse_test_res.py --ci95) instead of the std")
     p.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
     report = build_report(load_results(args.dir))
-    print(render(report.tables, args.format, std=not args.no_std), end="")
+    print(render(report.tables, args.format, std="ci95" if args.ci95 else not args.no_std), end="")
     figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)
     print(f"figure: {figure}", file=sys.stderr)
     return 0

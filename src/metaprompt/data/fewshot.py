@@ -210,7 +210,7 @@ def _check_record(record, source: str | Path) -> None:
             and all(isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("shots", "seed"))):
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise MetapromptError(f"{source}: expected the draw a run records (dataset, shots, seed, and train / val lists "
-                              f"of image paths), found {found}; delete the run folder (or pass --overwrite) to draw "
+                              f"of image paths), found {found}; delete the run folder (or `train --overwrite`) to draw "
                               "again")
 
 
@@ -222,6 +222,7 @@ def _resolve(source: str | Path, base: str, relpaths: list[str], pool: list[Datu
         if item is None:
             raise MetapromptError(
                 f"{source}: lists {relpath!r} in {split}, which is not among the dataset's {split} images under "
-                f"{base} (the data changed since the run started; pass --overwrite to draw again)")
+                f"{base} (the data changed since the run started; delete the run folder, or `train --overwrite`, to draw "
+                f"again)")
         items.append(item)
     return items
