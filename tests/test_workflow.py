@@ -479,3 +479,31 @@ def test_report_ci95_is_the_confidence_interval_parse_test_res_gives(tmp_path, c
     assert main(["report", str(tmp_path), "--format", "csv", "--figure", str(tmp_path / "f.png")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if ",dtd,coop Base," in line)
     assert row.endswith(f",{half_width:.4f}")
+
+
+def test_runs_and_eval_record_per_class_accuracy_macro_f1_and_the_confusion_matrix(world_root, tmp_path, capsys):
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    out = tmp_path / "out"
+    assert main(["run", "base2new", "--method", "coop", "--model", "world-tiny", "--datasets", "world", "--seeds", "1",
+                 "--root", str(world_root), "--out", str(out), "--set", "max_steps=1", "--no-progress"]) == 0
+    run = out / "base2new" / "coop" / "world" / "seed1"
+    result = json.loads((run / "result.json").read_text())
+    capsys.readouterr()
+    dump = tmp_path / "new.npz"
+    assert main(["eval", "--prompts", str(run / "prompts.safetensors"), "--dataset", "world", "--root",
+                 str(world_root), "--classes", "new", "--dump-logits", str(dump), "--per-class", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    data = np.load(dump)
+    predicted, labels = data["logits"].argmax(1), data["labels"]
+    n = len(data["classnames"])
+    new = result["details"]["new"]
+    assert new["confusion"] == confusion_matrix(labels, predicted, labels=list(range(n))).tolist()
+    present = sorted(set(labels.tolist()))
+    expected_f1 = 100 * f1_score(labels, predicted, labels=present, average="macro", zero_division=0)
+    assert new["macro_f1"] == pytest.approx(expected_f1, abs=1e-6)
+    first = str(data["classnames"][0])
+    assert new["per_class_accuracy"][first] == pytest.approx(100 * np.mean(predicted[labels == 0] == 0))
+    assert f"macro-F1: {expected_f1:.2f}%" in printed and f"  {first}: " in printed
+    assert set(result["details"]) == {"base", "new"} and result["details"]["base"]["confusion"]

@@ -32,6 +32,21 @@ class EvalResult:
     """Images whose frozen features came from the feature store instead of the image encoder."""
 
 
+def class_details(result: EvalResult, classnames: list[str]) -> dict:
+    """What Dassl's TEST.PER_CLASS_RESULT and TEST.COMPUTE_CMAT give, for ``result``'s logits over
+    ``classnames``: per-class accuracy (%) (None for a class with no test image), macro-F1 (%) over the classes
+    with test images, and the confusion matrix (rows: true class, columns: predicted)."""
+    n = len(classnames)
+    predicted = result.logits.argmax(-1) if len(result.labels) else result.labels
+    confusion = torch.bincount(result.labels * n + predicted, minlength=n * n).reshape(n, n)
+    support, hits, predicted_count = confusion.sum(1), confusion.diag(), confusion.sum(0)
+    per_class = {name: (100.0 * float(hits[i]) / float(support[i]) if support[i] else None)
+                 for i, name in enumerate(classnames)}
+    f1 = [2.0 * float(hits[i]) / float(support[i] + predicted_count[i]) for i in range(n) if support[i]]
+    return {"per_class_accuracy": per_class, "macro_f1": 100.0 * sum(f1) / len(f1) if f1 else None,
+            "confusion": confusion.tolist()}
+
+
 DECODED_BUDGET_BYTES = 4 * 2**30
 """Memory for decoded test images kept for the next evaluation on them (see :class:`DecodedImages`)."""
 

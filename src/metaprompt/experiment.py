@@ -33,7 +33,7 @@ from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
 from .engine import Trainer, seed_everything
 from .errors import MetapromptError
-from .evaluation import EvalResult, evaluate_sharded, image_features
+from .evaluation import EvalResult, class_details, evaluate_sharded, image_features
 from .feature_store import FeatureStore
 from .files import TEMPORARY_SUFFIX, atomic_write_text
 from .methods import ComputeOptions, PromptMethod, build_method
@@ -277,7 +277,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
                "num_train": len(task.train), "train_steps": trained_steps, "train_seconds": train_seconds,
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
                "shortfall": shortfall_summary(task), "history": history, "precision": method.clip.precision,
-               "cost": run_cost(method, trainer, train_seconds, result), "environment": environment()}
+               "cost": run_cost(method, trainer, train_seconds, result), "environment": environment(),
+               "details": class_details(result, method.classnames)}
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)

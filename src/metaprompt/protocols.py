@@ -38,7 +38,7 @@ from .data.fewshot import dg_source_test
 from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of
 from .errors import MetapromptError
 from .costs import trainable_parameters
-from .evaluation import EvalResult, evaluate_sharded
+from .evaluation import EvalResult, class_details, evaluate_sharded
 from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment,
                          evaluation_cost, is_finished, read_json, run_task, train_run, write_json)
 from .feature_store import FeatureStore
@@ -86,6 +86,9 @@ class Outcome:
     """``{"classes": k, "missing_images": m}`` of a drawn run (see data.fewshot.shortfall_summary)."""
     cost: dict | None = None
     """What the run cost (see :func:`metaprompt.experiment.run_cost`), its every evaluation counted."""
+    details: dict | None = None
+    """Per evaluation (``test``; ``base`` / ``new``; ``source``): per-class accuracy, macro-F1, confusion matrix
+    (see :func:`metaprompt.evaluation.class_details`)."""
 
     def summary(self) -> str:
         text = ", ".join(f"{key} {value:.2f}" for key, value in self.metrics.items())
@@ -288,7 +291,7 @@ def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
             outcome = run.execute()
         wall = time.perf_counter() - start
         result = {**run.record, "metrics": outcome.metrics, "shortfall": outcome.shortfall, "wall_seconds": wall,
-                  "cost": outcome.cost, "environment": environment()}
+                  "cost": outcome.cost, "details": outcome.details, "environment": environment()}
         write_json(run.folder / RESULT_NAME, result)
         dist.barrier()
         runtime.log(f"{prefix}: done in {wall:.0f} s ({outcome.summary()})")
@@ -466,7 +469,8 @@ def _base_to_new(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSp
                                ("test/new_accuracy", new.accuracy, cfg.train.epochs),
                                ("test/hm", harmonic_mean(base, new.accuracy), cfg.train.epochs)])
     return Outcome({"base": base, "new": new.accuracy, "hm": harmonic_mean(base, new.accuracy)},
-                   run.metrics.get("shortfall"), evaluation_cost(run.metrics.get("cost"), new))
+                   run.metrics.get("shortfall"), evaluation_cost(run.metrics.get("cost"), new),
+                   {"base": run.metrics.get("details"), "new": class_details(new, run.method.classnames)})
 
 
 def _all_classes(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits, runtime: Runtime) -> Outcome:
@@ -475,7 +479,8 @@ def _all_classes(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSp
 
 def _test_accuracy(run: TrainedRun) -> Outcome:
     """A trained run's outcome: the accuracy of its own test evaluation, its shortfall and cost."""
-    return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"), run.metrics.get("cost"))
+    return Outcome({"accuracy": run.metrics["accuracy"]}, run.metrics.get("shortfall"), run.metrics.get("cost"),
+                   {"test": run.metrics.get("details")})
 
 
 def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits,
@@ -486,7 +491,8 @@ def _leave_one_domain_out(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: 
         return outcome
     source = _evaluate_on(run.method, dg_source_test(run.task, splits), cfg, runtime)
     return Outcome({**outcome.metrics, "source": source.accuracy}, outcome.shortfall,
-                   evaluation_cost(outcome.cost, source))
+                   evaluation_cost(outcome.cost, source),
+                   {**outcome.details, "source": class_details(source, run.method.classnames)})
 
 
 class _SourceModel:
@@ -509,4 +515,5 @@ class _SourceModel:
             self.method = _load_trained(self.cfg, self.folder, task, self.runtime)
         result = _evaluate_on(self.method, task, self.cfg, self.runtime)
         return Outcome({"accuracy": result.accuracy}, cost=evaluation_cost(
-            {"trainable_parameters": trainable_parameters(self.method)}, result))
+            {"trainable_parameters": trainable_parameters(self.method)}, result),
+            details={"test": class_details(result, self.method.classnames)})

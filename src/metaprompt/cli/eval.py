@@ -17,6 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_artifact_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
     p.add_argument("--batch-size", type=int, default=100, help="test batch size")
+    p.add_argument("--per-class", action="store_true",
+                   help="also print each class's accuracy (macro-F1 is always printed), as Dassl's TEST.PER_CLASS_RESULT")
     p.add_argument("--dump-logits", default=None, metavar="FILE.npz",
                    help="save logits [N, C], labels [N] and classnames to this .npz file")
     add_data_args(p)
@@ -28,7 +30,7 @@ def command(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..artifact import load_method
-    from ..evaluation import evaluate
+    from ..evaluation import class_details, evaluate
     from ..tasks import build_task
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
@@ -51,6 +53,12 @@ def command(args: argparse.Namespace) -> int:
     scored = f"target domain {args.target_domain}" if args.target_domain else f"{args.classes} classes"
     print(f"accuracy: {result.accuracy:.2f}% ({len(result.labels)} images, {len(task.classnames)} classes, "
           f"{scored} of {args.dataset} {args.split}{skipped})")
+    details = class_details(result, task.classnames)
+    if details["macro_f1"] is not None:
+        print(f"macro-F1: {details['macro_f1']:.2f}%")
+    if args.per_class:
+        for name, value in details["per_class_accuracy"].items():
+            print(f"  {name}: {'-' if value is None else f'{value:.2f}%'}")
     if task.domains and not args.target_domain:
         print(domain_note(task, items, result, args.split))
     return 0
