@@ -507,3 +507,17 @@ def test_runs_and_eval_record_per_class_accuracy_macro_f1_and_the_confusion_matr
     assert new["per_class_accuracy"][first] == pytest.approx(100 * np.mean(predicted[labels == 0] == 0))
     assert f"macro-F1: {expected_f1:.2f}%" in printed and f"  {first}: " in printed
     assert set(result["details"]) == {"base", "new"} and result["details"]["base"]["confusion"]
+
+
+def test_interpret_names_the_words_a_context_started_from(world_root, tmp_path, capsys):
+    """An untrained CoOp context is the embedding of "a photo of a": its nearest words are those, at distance 0."""
+    run = tmp_path / "run"
+    assert main(["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+                 "--classes", "base", "--out", str(run), "--set", "epochs=0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["interpret", "--prompts", str(run / "prompts.safetensors"), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("ctx 1: a</w> (0.0000), ") and lines[2].startswith("ctx 2: photo</w> (0.0000), ")
+    assert lines[3].startswith("ctx 3: of</w> (0.0000), ") and lines[4].startswith("ctx 4: a</w> (0.0000), ")
+    assert main(["interpret", "--prompts", str(run / "prompts.safetensors"), "--top-k", "0"]) == 2
+    assert "--top-k 0: expected 1 to" in capsys.readouterr().err

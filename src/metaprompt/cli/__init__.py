@@ -13,7 +13,7 @@ import sys
 from .. import runlog
 from ..errors import MetapromptError, PeerError
 
-COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "data", "run", "report", "world", "demo"]
+COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "interpret", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
 
 

@@ -56,6 +56,12 @@ class WorldTokenizer:
     def vocab_size(self) -> int:
         return self.eot_id + 1
 
+    @property
+    def decoder(self) -> dict[int, str]:
+        """Token id -> its text (open_clip's tokenizers have the same attribute)."""
+        names = {PAD_ID: "<pad>", SOT_ID: "<start_of_text>", UNK_ID: "<unk>", self.eot_id: "<end_of_text>"}
+        return {**names, **{UNK_ID + 1 + i: token for i, token in enumerate(self.vocab)}}
+
     def encode(self, text: str) -> list[int]:
         """Small ids of ``text`` without start / end tokens; unknown BPE tokens become ``UNK_ID``."""
         return [self._id_of.get(i, UNK_ID) for i in _bpe().encode(text)]
