@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
 from ..errors import MetapromptError
+from ..launchers import LAUNCHERS, worker_argv
 from ..leases import STALE_SECONDS
 from .common import add_config_args, add_runtime_args, compute_options, run_config, start_runtime
 
@@ -107,9 +108,24 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
                    help="compute every frozen feature again in every run instead of sharing them through "
                         "OUT/.sweep/features (the results are the same, bit for bit)")
     workers = p.add_argument_group("several workers on one sweep")
+    workers.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                         help="where the sweep's workers run: this process (local), a SLURM job array through "
+                              "submitit (slurm), or Ray tasks (ray); every worker runs this same command")
+    workers.add_argument("--jobs", type=int, default=None, metavar="N",
+                         help="workers to start with --launcher slurm or ray (default: 1)")
+    workers.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
+                         help="SLURM resources for --launcher slurm: partition, gpus (per task), cpus (per task), "
+                              "mem_gb, time (minutes), account, qos, constraint, array_parallelism; any other KEY is "
+                              "passed to sbatch as --KEY=VALUE; cluster=local runs the jobs on this machine")
+    workers.add_argument("--ray-address", default=None, metavar="ADDR",
+                         help="the Ray cluster for --launcher ray (default: RAY_ADDRESS, else a local one started "
+                              "for the call)")
+    workers.add_argument("--wait", action="store_true",
+                         help="with --launcher slurm: wait for the jobs and print the tables (ray always waits)")
     workers.add_argument("--gpus", default=None, metavar="LIST",
                          help="start one worker per listed GPU of this machine (e.g. 0,1,2,3), each seeing only its "
-                              "GPU, logging to OUT/.sweep/workers/; the summary is printed when all have finished")
+                              "GPU, logging to OUT/.sweep/workers/; the summary is printed when all have finished "
+                              "(the local launcher's shorthand)")
     workers.add_argument("--lease-timeout", type=float, default=STALE_SECONDS, metavar="SECONDS",
                          help="take over a run whose worker has not refreshed its lease for this long (a worker on "
                               "this machine whose process is gone is taken over at once) (default: %(default)s)")
@@ -141,13 +157,55 @@ def print_summary(results: list[dict]) -> None:
 
 
 def protocol_command(run: "Callable[[argparse.Namespace], list[dict]]"):
-    """The command of a protocol: its sweep here, or (``--gpus``) one worker per GPU running it."""
+    """The command of a protocol: its sweep here, or its workers started by a launcher (``--gpus``: one per GPU of
+    this machine; ``--launcher slurm|ray``: ``--jobs`` of them on the engine)."""
     def command(args: argparse.Namespace) -> int:
-        if args.gpus is not None:
-            return start_gpu_workers(args)
-        print_summary(run(args))
+        check_launcher_options(args)
+        if args.launcher == "local":
+            if args.gpus is not None:
+                return start_gpu_workers(args)
+            print_summary(run(args))
+            return 0
+        run_config(args, {"shots": getattr(args, "shots", None) if args.protocol == "dg" else None},
+                   protocol=args.protocol)  # a command that cannot run is refused before any job starts
+        failures = launch(args)
+        for line in failures:
+            print(f"metaprompt: {line}", file=sys.stderr)
+        if failures:
+            return 1
+        if args.launcher == "ray" or args.wait:
+            print_summary(run(args))  # every run is finished: this reads their results
         return 0
     return command
+
+
+def check_launcher_options(args: argparse.Namespace) -> None:
+    engine = args.launcher != "local"
+    if args.gpus is not None and engine:
+        raise MetapromptError(f"--gpus is the local launcher's; with --launcher {args.launcher} the engine gives each "
+                              "worker its GPU (--jobs N, and --slurm-opt gpus=1 for SLURM)")
+    if args.jobs is not None and (not engine or args.jobs < 1):
+        raise MetapromptError(f"--jobs {args.jobs}: expected 1 or more workers, with --launcher slurm or ray")
+    for flag, value, launcher in (("--slurm-opt", args.slurm_opt, "slurm"), ("--ray-address", args.ray_address, "ray"),
+                                  ("--wait", args.wait, "slurm")):
+        if value and args.launcher != launcher:
+            raise MetapromptError(f"{flag} is for --launcher {launcher}, not {args.launcher}")
+
+
+def launch(args: argparse.Namespace) -> list[str]:
+    """Start ``--jobs`` workers of this command on the engine; for SLURM, say where they are (and, with
+    --wait, wait for them). One line per worker that failed."""
+    from .. import launchers
+
+    argv, jobs = launchers.worker_argv(args.argv), args.jobs or 1
+    if args.launcher == "ray":
+        print(f"starting {jobs} worker(s) as Ray tasks", file=sys.stderr)
+        return launchers.run_ray(argv, jobs, args.ray_address)
+    submitted = launchers.submit_slurm(argv, args.out, jobs, args.slurm_opt)
+    ids = ", ".join(job.job_id for job in submitted)
+    print(f"submitted {jobs} worker(s) as SLURM job(s) {ids}; logs in {launchers.slurm_folder(args.out)}/ "
+          f"(squeue / sacct show them); `metaprompt report {args.out}` tabulates what is finished", file=sys.stderr)
+    return launchers.wait_slurm(submitted) if args.wait else []
 
 
 def gpu_list(text: str) -> list[int]:
@@ -158,19 +216,6 @@ def gpu_list(text: str) -> list[int]:
     if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
         raise MetapromptError(f"--gpus {text}: expected distinct GPU indices (0 or more), e.g. 0,1,2,3")
     return gpus
-
-
-def worker_argv(argv: list[str]) -> list[str]:
-    """The command line of one worker: this one without --gpus."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == "--gpus":
-            skip = True
-        elif not token.startswith("--gpus="):
-            out.append(token)
-    return out
 
 
 def start_gpu_workers(args: argparse.Namespace) -> int:
