@@ -60,6 +60,22 @@ def test_slurm_job_array_through_submitits_local_executor_finishes_every_run_onc
     assert "| world |" in captured.out  # the tables, printed when the jobs are done
 
 
+def test_a_preempted_slurm_worker_is_requeued_and_resumes_its_run(world_root, single, tmp_path):
+    """SLURM preempts a job by sending its task SIGUSR2: submitit calls the worker's checkpoint(), requeues it
+    (its local executor starts the task again), and the new task takes the run over and resumes it."""
+    from metaprompt.launchers import submit_slurm, worker_argv
+
+    out = tmp_path / "out"
+    argv = worker_argv(sweep_args(world_root, out, "--launcher", "slurm"))
+    (job,) = submit_slurm(argv, out, 1, ["cluster=local", "time=20"])
+    preempted = signal_a_worker_mid_run(out, signal.SIGUSR2, time.monotonic() + 120)
+    assert job.result() == 0
+    assert results(out) == single
+    done_once(out)
+    assert (preempted / "log.txt").read_text().count(": started") == 2  # preempted, then resumed
+    assert "this job is preempted" in "".join(p.read_text() for p in (out / ".sweep" / "slurm").rglob("*_log.err"))
+
+
 def test_the_sbatch_script_holds_the_options_given(tmp_path, monkeypatch):
     from metaprompt.launchers import slurm_executor
 
@@ -114,7 +130,7 @@ def test_ray_workers_finish_every_run_once_and_a_killed_one_is_started_again(wor
         driver = subprocess.Popen([sys.executable, "-m", "metaprompt", *args], stdout=stream,
                                   stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        killed_run = kill_a_worker_mid_run(out, time.monotonic() + 240)
+        killed_run = signal_a_worker_mid_run(out, signal.SIGKILL, time.monotonic() + 240)
         assert driver.wait(timeout=400) == 0, log.read_text()
     finally:
         driver.kill()
@@ -125,8 +141,8 @@ def test_ray_workers_finish_every_run_once_and_a_killed_one_is_started_again(wor
     assert "| world |" in log.read_text()  # the driver printed the tables when all were done
 
 
-def kill_a_worker_mid_run(out: Path, deadline: float) -> Path:
-    """SIGKILL the process holding a run that has checkpointed but not finished; that run's folder."""
+def signal_a_worker_mid_run(out: Path, sig: signal.Signals, deadline: float) -> Path:
+    """Send ``sig`` to the process holding a run that has checkpointed but not finished; that run's folder."""
     leases = out / ".sweep" / "leases"
     while time.monotonic() < deadline:
         for lease in leases.glob("*.json") if leases.is_dir() else []:
@@ -136,7 +152,7 @@ def kill_a_worker_mid_run(out: Path, deadline: float) -> Path:
                 continue
             folder = out / Path(*lease.stem.split("__"))
             if (folder / "checkpoint.pt").is_file() and not (folder / "prompts.safetensors").is_file():
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
                 return folder
         time.sleep(0.005)
     raise AssertionError("no worker was seen in the middle of a run")
