@@ -521,3 +521,11 @@ def test_interpret_names_the_words_a_context_started_from(world_root, tmp_path, 
     assert lines[3].startswith("ctx 3: of</w> (0.0000), ") and lines[4].startswith("ctx 4: a</w> (0.0000), ")
     assert main(["interpret", "--prompts", str(run / "prompts.safetensors"), "--top-k", "0"]) == 2
     assert "--top-k 0: expected 1 to" in capsys.readouterr().err
+
+
+def test_a_class_subset_with_a_target_domain_and_a_missing_preset_file_are_one_line(world_root, tmp_path, capsys):
+    assert main(["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world_dg", "--root",
+                 str(world_root), "--target-domain", "sketch", "--classes", "new", "--out", str(tmp_path / "r")]) == 2
+    assert "--classes new with --target-domain" in capsys.readouterr().err
+    assert main(["config", "--preset", str(tmp_path / "mine.yaml")]) == 2
+    assert f"preset file {tmp_path / 'mine.yaml'} not found" in capsys.readouterr().err

@@ -264,6 +264,8 @@ def load_preset(name: str) -> dict:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise MetapromptError(f"{source}: unreadable preset ({err})") from None
+    elif name.endswith((".yaml", ".yml")) or "/" in name:
+        raise MetapromptError(f"preset file {name} not found (expected a YAML file, or a shipped preset's name)")
     else:
         resource = resources.files("metaprompt.presets") / f"{name}.yaml"
         if not resource.is_file():

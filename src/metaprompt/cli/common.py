@@ -155,4 +155,7 @@ def class_list(text: str | None) -> list[str] | None:
 
 
 def task_spec(args: argparse.Namespace) -> TaskSpec:
+    if args.target_domain and args.classes != "all":
+        raise MetapromptError(f"--classes {args.classes} with --target-domain: domain generalisation keeps every class; "
+                              "expected --classes all (the default), or no --target-domain for a base / new split")
     return TaskSpec(dataset=args.dataset, root=args.root, classes=args.classes, target=args.target_domain)
