@@ -63,17 +63,17 @@ def protocol_preset(protocol: str, method: str | None) -> str | None:
     return PROTOCOL_PRESETS.get(protocol, {}).get(method or "")
 
 
-def default_preset(method: str, protocol: str = "base2new", model: str | None = None) -> str:
+def default_preset(method: str, protocol: str = "base2new", model: str | None = None) -> str | None:
     """The preset a ``protocol`` run of ``method`` starts from when none is named: on the offline world's model
     its world preset (``world_<method>_dg`` for DG when there is one, else ``world_<method>_b2n``), else the
-    protocol's published preset, else the method's default."""
+    protocol's published preset, else the method's default; None for a plugin's method, which has none."""
     if model == WORLD_MODEL:
         names = preset_names()
         for name in (f"world_{method}_{WORLD_PRESET_SUFFIX.get(protocol, 'b2n')}", f"world_{method}_b2n",
                      f"world_{method}"):
             if name in names:
                 return name
-    return protocol_preset(protocol, method) or DEFAULT_PRESETS[method]
+    return protocol_preset(protocol, method) or DEFAULT_PRESETS.get(method)
 
 
 @dataclass
@@ -303,10 +303,13 @@ def resolve(method: str | None = None, preset: str | None = None, sets: list[str
     preset = preset or default_preset(method, protocol, model)
     if model == WORLD_MODEL and pretrained is None:
         pretrained = "none"
-    data = load_preset(preset)
-    if method is not None and data["method"] != method:
-        raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")
-    cfg = _from_preset(preset, data)
+    if preset is None:  # a plugin's method: its config's defaults and the training defaults
+        cfg = RunConfig(method=method)
+    else:
+        data = load_preset(preset)
+        if method is not None and data["method"] != method:
+            raise MetapromptError(f"preset {preset!r} is for method {data['method']!r}, not {method!r}")
+        cfg = _from_preset(preset, data)
     values = dict(parse_set(cfg, assignment) for assignment in sets or [])
     values.update({key: value if key == "model" or value.lower() != "none" else None
                    for key, value in (("model", model), ("pretrained", pretrained)) if value is not None})

@@ -35,7 +35,7 @@ from .benchmark import DG_DOMAINS, RESULT_NAME, harmonic_mean, read_result
 from .config import RunConfig
 from .data.base import DatasetSplits
 from .data.fewshot import dg_source_test
-from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of
+from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of, register_plugins
 from .errors import MetapromptError
 from .costs import trainable_parameters
 from .evaluation import EvalResult, class_details, evaluate_sharded
@@ -44,6 +44,7 @@ from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_f
 from .feature_store import FeatureStore
 from .leases import STALE_SECONDS, SWEEP_DIR, Claim, Holder, Leases
 from .methods import ComputeOptions, PromptMethod
+from .plugins import DATASET_GROUP, plugin_names
 from .runlog import run_log
 from .tasks import TaskSpec, build_task
 
@@ -138,12 +139,13 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     ``accuracy``). With ``source_accuracy``, also test on the source domains' test images that were not
     trained on (metric ``source``), to show how much of a gain stays on the domains it was tuned on."""
     runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
-    targets = targets or list(_domains(dataset))
-    unknown = sorted(set(targets) - set(_domains(dataset)))
+    read = _dataset_reader(root)
+    domains = _domains(dataset, root, read)
+    targets = targets or list(domains)
+    unknown = sorted(set(targets) - set(domains))
     if unknown:
         raise MetapromptError(f"{dataset}: unknown target domain(s) {', '.join(unknown)}; "
-                              f"expected some of: {', '.join(_domains(dataset))}")
-    read = _dataset_reader(root)
+                              f"expected some of: {', '.join(domains)}")
     shots = cfg.train.shots
     runs = []
     for target in targets:
@@ -406,11 +408,15 @@ def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, options: dic
             "sweep": sweep_settings, **extra}
 
 
-def _domains(dataset: str) -> tuple[str, ...]:
-    if dataset not in DG_DOMAINS:
+def _domains(dataset: str, root: str | Path, read: Callable[[str], DatasetSplits]) -> tuple[str, ...]:
+    """The dataset's domains: the field's DG datasets' as released; another dataset's (a plugin's) as it reads."""
+    if dataset in DG_DOMAINS:
+        return DG_DOMAINS[dataset]
+    domains = tuple(read(dataset).domains) if dataset in plugin_names(DATASET_GROUP) else ()
+    if not domains:
         raise MetapromptError(f"{dataset!r} is not a domain-generalisation dataset; expected one of: "
-                              f"{', '.join(DG_DOMAINS)}")
-    return DG_DOMAINS[dataset]
+                              f"{', '.join(DG_DOMAINS)}, or a dataset whose reader gives domains")
+    return domains
 
 
 def _dataset_reader(root: str | Path) -> Callable[[str], DatasetSplits]:
@@ -421,6 +427,7 @@ def _dataset_reader(root: str | Path) -> Callable[[str], DatasetSplits]:
 
 def _check_data(root: str | Path, datasets: set[str]) -> None:
     """Fail before any training when a dataset the sweep needs is unknown or has no folder under ``root``."""
+    register_plugins()
     unknown = sorted(datasets - set(DATASETS))
     if unknown:
         raise MetapromptError(f"unknown dataset(s) {', '.join(unknown)}; expected some of: "

@@ -9,10 +9,12 @@ The reader modules register themselves with :func:`register` when they are impor
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
 from ..errors import MetapromptError
+from ..plugins import DATASET_GROUP, load, plugin_entry, plugin_names
 from .base import DatasetSplits
 
 Reader = Callable[[Path], DatasetSplits]
@@ -45,8 +47,30 @@ def describe_folders(name: str) -> str:
 
 
 def known_datasets() -> list[str]:
-    """The datasets that live under a data root, in registration order."""
+    """The datasets that live under a data root, in registration order (installed plugins' last)."""
+    register_plugins()
     return list(DATASET_FOLDERS)
+
+
+@functools.lru_cache(maxsize=1)
+def register_plugins() -> None:
+    """Register the datasets other packages declare (:mod:`metaprompt.plugins`): each reads ``ROOT/<name>``."""
+    for name in plugin_names(DATASET_GROUP):
+        if name not in DATASETS:
+            reader = load(plugin_entry(DATASET_GROUP, name), "dataset")
+            if not callable(reader):
+                raise MetapromptError(f"dataset plugin {name!r}: expected a reader (data root) -> DatasetSplits, "
+                                      f"found {type(reader).__name__}")
+            register(name, name)(_named_reader(name, reader))
+
+
+def _named_reader(name: str, reader: Reader) -> Reader:
+    def read(root: Path) -> DatasetSplits:
+        splits = reader(root)
+        if not isinstance(splits, DatasetSplits):
+            raise MetapromptError(f"dataset plugin {name!r} returned {type(splits).__name__}; expected DatasetSplits")
+        return splits
+    return read
 
 
 def build_dataset(name: str, root: str | Path) -> DatasetSplits:
@@ -54,6 +78,7 @@ def build_dataset(name: str, root: str | Path) -> DatasetSplits:
     root = Path(root)
     if not root.exists():
         raise MetapromptError(f"data root {root} does not exist (expected the folder that holds the dataset folders)")
+    register_plugins()
     if name not in DATASETS:
         raise MetapromptError(f"unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..clip import PromptCLIP
 from ..errors import MetapromptError
+from ..plugins import METHOD_GROUP, load, plugin_entry, plugin_names
 from .base import Batch, ComputeOptions, PromptMethod
 from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
@@ -24,9 +25,25 @@ METHODS: dict[str, type[PromptMethod]] = {
 
 
 def method_class(name: str) -> type[PromptMethod]:
+    """The method registered as ``name``: one of this package's, or a plugin's (see :mod:`metaprompt.plugins`)."""
     if name not in METHODS:
-        raise MetapromptError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+        entry = plugin_entry(METHOD_GROUP, name)
+        if entry is None:
+            known = [*METHODS, *(n for n in plugin_names(METHOD_GROUP) if n not in METHODS)]
+            raise MetapromptError(f"unknown method {name!r}; expected one of: {', '.join(known)}")
+        METHODS[name] = _checked_plugin(load(entry, "method"), entry.name, entry.value)
     return METHODS[name]
+
+
+def _checked_plugin(cls: Any, name: str, where: str) -> type[PromptMethod]:
+    if not (isinstance(cls, type) and issubclass(cls, PromptMethod) and dataclasses.is_dataclass(
+            getattr(cls, "config_class", None))):
+        raise MetapromptError(f"method plugin {name!r} ({where}): expected a PromptMethod subclass whose "
+                              "config_class is a dataclass")
+    if getattr(cls, "name", None) != name:
+        raise MetapromptError(f"method plugin {name!r} ({where}): its class is named {getattr(cls, 'name', None)!r}; "
+                              "expected the entry point's name")
+    return cls
 
 
 def make_config(name: str, values: dict[str, Any] | None = None):
