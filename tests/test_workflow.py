@@ -3,6 +3,7 @@ the model, records say what took effect, eval on a DG dataset scores what `run d
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -529,3 +530,29 @@ def test_a_class_subset_with_a_target_domain_and_a_missing_preset_file_are_one_l
     assert "--classes new with --target-domain" in capsys.readouterr().err
     assert main(["config", "--preset", str(tmp_path / "mine.yaml")]) == 2
     assert f"preset file {tmp_path / 'mine.yaml'} not found" in capsys.readouterr().err
+
+
+def test_a_preset_that_starts_from_a_shipped_one_changes_its_keys_and_records_them_as_departures(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: coop_b2n\ntrain: {lr: 0.01, epochs: 20}\n")
+    cfg = resolve(preset=str(mine)).for_task("imagenet")  # ImageNet's variant replaces no key the file sets
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.batch_size) == (0.01, 20, 32)
+    assert cfg.follows.endswith("vit_b16_ep50_ctxv1.yaml") and cfg.preset == str(mine)
+    assert cfg.departures == {"train.lr": {"published": 0.002, "used": 0.01},
+                              "train.epochs": {"published": 50, "used": 20}}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("base: coop_b2n\nmethod: ivlp\n", "its base coop_b2n is a coop preset, not ivlp"),
+    ("base: coop_b2n\nfollows: someone/else.yaml\n", "a preset with 'base' sets method_config, train, model and "
+                                                      "pretrained only; found follows"),
+    ("base: coop_b2n\ntrain: {lr: -1}\n", "train.lr must be a number > 0"),
+    ("base: SELF\n", "more than 8 deep (a cycle?)"),
+])
+def test_a_base_preset_that_cannot_work_is_one_line(text, expected, tmp_path):
+    from metaprompt.errors import MetapromptError
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text.replace("SELF", str(mine)))
+    with pytest.raises(MetapromptError, match=re.escape(expected)):
+        resolve(preset=str(mine))

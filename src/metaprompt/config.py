@@ -252,7 +252,9 @@ def preset_names() -> list[str]:
 
 
 PRESET_KEYS = {"method": str, "model": str, "pretrained": (str, type(None)), "follows": str, "method_config": dict,
-               "train": dict, "variants": list, "shots": list}
+               "train": dict, "variants": list, "shots": list, "base": str}
+BASE_DEPTH = 8
+"""How many presets deep ``base:`` may chain (a longer chain is a cycle)."""
 
 
 def load_preset(name: str) -> dict:
@@ -276,8 +278,8 @@ def load_preset(name: str) -> dict:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise MetapromptError(f"{source}: not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict) or "method" not in data:
-        raise MetapromptError(f"{source}: expected a mapping with at least a 'method' key")
+    if not isinstance(data, dict) or not ("method" in data or "base" in data):
+        raise MetapromptError(f"{source}: expected a mapping with at least a 'method' key (or a 'base' preset)")
     for key, value in data.items():
         if key not in PRESET_KEYS:
             raise MetapromptError(f"{source}: unknown key {key!r}; a preset takes {', '.join(PRESET_KEYS)}")
@@ -342,8 +344,10 @@ def _text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _from_preset(preset: str, data: dict) -> RunConfig:
+def _from_preset(preset: str, data: dict, depth: int = 0) -> RunConfig:
     """The preset's config, with the values it publishes when it follows a released file."""
+    if "base" in data:
+        return _on_base(preset, data, depth)
     try:
         train = TrainConfig(**data.get("train", {}))
         cfg = RunConfig(method=data["method"], model=data.get("model", "ViT-B-16"),
@@ -362,6 +366,29 @@ def _from_preset(preset: str, data: dict) -> RunConfig:
     if cfg.follows:
         cfg.published = {key: cfg.value(key) for key in _preset_keys(data)}
     return cfg
+
+
+def _on_base(preset: str, data: dict, depth: int) -> RunConfig:
+    """A preset that starts from another (``base: coop_b2n``) and sets some keys: the base's config with those keys
+    set as the user sets them, so that the base's variants never replace them and each is a departure from what
+    the base publishes."""
+    if depth >= BASE_DEPTH:
+        raise MetapromptError(f"preset {preset}: its chain of 'base' presets is more than {BASE_DEPTH} deep (a cycle?)")
+    extra = sorted(set(data) - {"base", "method", "model", "pretrained", "method_config", "train"})
+    if extra:
+        raise MetapromptError(f"preset {preset}: a preset with 'base' sets method_config, train, model and pretrained "
+                              f"only; found {', '.join(extra)}")
+    base = _from_preset(data["base"], load_preset(data["base"]), depth + 1)
+    if data.get("method", base.method) != base.method:
+        raise MetapromptError(f"preset {preset}: its base {data['base']} is a {base.method} preset, not "
+                              f"{data['method']}")
+    values = {key: data[key] for key in TOP_LEVEL if key in data}
+    values.update({f"method.{k}": v for k, v in data.get("method_config", {}).items()})
+    values.update({f"train.{k}": v for k, v in data.get("train", {}).items()})
+    try:
+        return dataclasses.replace(with_reconciled(base, values), preset=preset)
+    except MetapromptError as err:
+        raise MetapromptError(f"preset {preset}: {err}") from None
 
 
 def _is_file(preset: str) -> bool:
