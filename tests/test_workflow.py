@@ -556,3 +556,51 @@ def test_a_base_preset_that_cannot_work_is_one_line(text, expected, tmp_path):
     mine.write_text(text.replace("SELF", str(mine)))
     with pytest.raises(MetapromptError, match=re.escape(expected)):
         resolve(preset=str(mine))
+
+
+# ------------------------------------------------------------------ optimisers and LR schedules by name
+
+@pytest.mark.parametrize("scheduler, steps, reference", [
+    ("single_step", [3], lambda opt: __import__("torch").optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)),
+    ("multi_step", [2, 5], lambda opt: __import__("torch").optim.lr_scheduler.MultiStepLR(opt, [2, 5], gamma=0.5)),
+    ("constant", [], lambda opt: __import__("torch").optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)),
+])
+def test_each_lr_schedule_is_torchs_after_the_warm_up(scheduler, steps, reference):
+    import torch
+
+    from metaprompt.config import TrainConfig
+    from metaprompt.engine import lr_at_epoch
+
+    cfg = TrainConfig(epochs=9, lr=0.1, warmup_epochs=1, warmup_lr=1e-5, lr_scheduler=scheduler, stepsize=steps,
+                      gamma=0.5)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule, expected = reference(optimizer), []
+    for _ in range(8):  # the successor counts its epochs from the end of the warm-up (WARMUP_RECOUNT)
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lr_at_epoch(cfg, 0) == 1e-5
+    assert [lr_at_epoch(cfg, e) for e in range(1, 9)] == pytest.approx(expected)
+
+
+def test_adam_trains_and_is_a_departure(world_root, tmp_path, capsys):
+    import torch
+
+    run = tmp_path / "run"
+    assert main(["train", "--method", "coop", "--preset", "coop_b2n", "--model", "world-tiny", "--dataset", "world",
+                 "--root", str(world_root), "--classes", "base", "--out", str(run), "--set", "optimizer=adam",
+                 "--set", "epochs=2", "--set", "max_steps=2", "--no-progress", "--keep-checkpoint"]) == 0
+    assert "optimizer='adam' (published 'sgd')" in capsys.readouterr().err
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]["state"]
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(state.values())))  # Adam's moments, not SGD's momentum
+
+
+@pytest.mark.parametrize("sets, expected", [
+    (["optimizer=lion"], "train.optimizer must be one of 'sgd', 'adam', 'adamw'"),
+    (["lr_scheduler=single_step"], "single_step needs one step length"),
+    (["lr_scheduler=multi_step", "stepsize=[5,2]"], "multi_step needs increasing epochs"),
+    (["stepsize=[0]"], "train.stepsize must be a list of epoch counts >= 1"),
+])
+def test_bad_optimiser_or_schedule_settings_are_one_line(sets, expected, capsys):
+    assert main(["config", "--method", "coop", *[a for s in sets for a in ("--set", s)]]) == 2
+    assert expected in capsys.readouterr().err

@@ -58,6 +58,14 @@ WORLD_PRESET_SUFFIX = {"dg": "dg"}
 """The world preset a protocol starts from: ``world_<method>_dg`` for domain generalisation, else ``_b2n``."""
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULERS = ("cosine", "single_step", "multi_step", "constant")
+RELEASED_TRAINING = ("train.optimizer", "train.lr_scheduler", "train.momentum", "train.weight_decay", "train.stepsize",
+                     "train.gamma")
+"""What every released config sets the same way (SGD, momentum 0.9, weight decay 5e-4, cosine), so that a preset
+that follows one publishes them whether or not its file names them: changing one is a departure."""
+
+
 def protocol_preset(protocol: str, method: str | None) -> str | None:
     """The preset a ``protocol`` (``dg``, ``xd``) run of ``method`` starts from (None: the method's default)."""
     return PROTOCOL_PRESETS.get(protocol, {}).get(method or "")
@@ -106,6 +114,17 @@ class TrainConfig:
     """Smallest random-resized-crop area (fraction of the image); the field uses 0.08."""
     max_steps: int = 0
     """Stop after this many training steps (0: no limit); for smoke tests."""
+    optimizer: str = "sgd"
+    """sgd (with ``momentum`` and ``weight_decay``: every released config's), adam or adamw (betas 0.9, 0.999 and
+    ``weight_decay``, as Dassl's OPTIM.NAME builds them)."""
+    lr_scheduler: str = "cosine"
+    """After the warm-up epochs, counted from them (Dassl's WARMUP_RECOUNT): cosine (every released config's),
+    single_step (x ``gamma`` every ``stepsize[0]`` epochs), multi_step (x ``gamma`` at each epoch in ``stepsize``)
+    or constant."""
+    stepsize: list[int] = field(default_factory=list)
+    """single_step: one step length in epochs; multi_step: the epochs at which the LR drops (Dassl's STEPSIZE)."""
+    gamma: float = 0.1
+    """The LR's factor at each step (single_step, multi_step)."""
 
     def __post_init__(self) -> None:
         validate(self, {
@@ -113,7 +132,17 @@ class TrainConfig:
             "momentum": in_range(0, 1), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
             "warmup_lr": positive, "shots": at_least(0), "seed": in_range(0, 2**32), "precision": one_of(PRECISIONS),
             "num_workers": at_least(0), "augment_views": at_least(0), "crop_scale_min": fraction,
-            "max_steps": at_least(0)}, scope="train.")
+            "max_steps": at_least(0), "optimizer": one_of(OPTIMIZERS), "lr_scheduler": one_of(LR_SCHEDULERS),
+            "gamma": positive}, scope="train.")
+        steps = self.stepsize
+        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps):
+            raise MetapromptError(f"train.stepsize must be a list of epoch counts >= 1, got {steps!r}")
+        if self.lr_scheduler == "single_step" and len(steps) != 1:
+            raise MetapromptError(f"train.lr_scheduler single_step needs one step length, e.g. --set stepsize=[10]; "
+                                  f"got stepsize {steps!r}")
+        if self.lr_scheduler == "multi_step" and (not steps or sorted(set(steps)) != list(steps)):
+            raise MetapromptError(f"train.lr_scheduler multi_step needs increasing epochs at which the LR drops, "
+                                  f"e.g. --set stepsize=[10,20]; got stepsize {steps!r}")
 
 
 @dataclass(frozen=True)
@@ -364,7 +393,7 @@ def _from_preset(preset: str, data: dict, depth: int = 0) -> RunConfig:
     if cfg.follows and _is_file(preset):
         return _published_by_shipped(cfg)
     if cfg.follows:
-        cfg.published = {key: cfg.value(key) for key in _preset_keys(data)}
+        cfg.published = {key: cfg.value(key) for key in (*_preset_keys(data), *RELEASED_TRAINING)}
     return cfg
 
 

@@ -46,7 +46,27 @@ def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     ``0.5 * lr * (1 + cos(pi * (e - W) / epochs))`` (epoch W at the full LR)."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+    after = epoch - cfg.warmup_epochs
+    if cfg.lr_scheduler == "constant":
+        return cfg.lr
+    if cfg.lr_scheduler == "single_step":
+        return cfg.lr * cfg.gamma ** (after // cfg.stepsize[0])
+    if cfg.lr_scheduler == "multi_step":
+        return cfg.lr * cfg.gamma ** sum(after >= milestone for milestone in cfg.stepsize)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * after / cfg.epochs))
+
+
+def build_optimizer(parameters: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` names, as Dassl's build_optimizer makes it."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=cfg.lr, betas=ADAM_BETAS, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=cfg.lr, betas=ADAM_BETAS, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+ADAM_BETAS = (0.9, 0.999)
+"""Dassl's OPTIM.ADAM_BETA1 and ADAM_BETA2 defaults."""
 
 
 def epoch_line(entry: dict, epochs: int, seconds: float) -> str:
@@ -114,8 +134,7 @@ class Trainer:
         """Progress bars: on a terminal only. Without them a line per epoch (see epoch_line), unless ``progress`` is
         None (quiet)."""
         self.lines = progress is not None and dist.is_main() and not self.progress
-        self.optimizer = torch.optim.SGD(method.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = build_optimizer(method.trainable_parameters(), cfg)
         clip = method.clip
         self.dataset = ImageDataset(items, train_transform(clip.image_size, clip.mean, clip.std, cfg.crop_scale_min),
                                     domains,
