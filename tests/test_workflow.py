@@ -604,3 +604,55 @@ def test_adam_trains_and_is_a_departure(world_root, tmp_path, capsys):
 def test_bad_optimiser_or_schedule_settings_are_one_line(sets, expected, capsys):
     assert main(["config", "--method", "coop", *[a for s in sets for a in ("--set", s)]]) == 2
     assert expected in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ model selection
+
+def selection_run(world_root, out, *sets):
+    args = ["train", "--method", "coop", "--model", "world-tiny", "--dataset", "world", "--root", str(world_root),
+            "--classes", "base", "--out", str(out), "--set", "epochs=4", "--set", "lr=0.5", "--no-progress"]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    return out
+
+
+def test_best_val_keeps_the_epoch_with_the_best_validation_accuracy(world_root, tmp_path, capsys):
+    from metaprompt.artifact import read_artifact
+
+    run = selection_run(world_root, tmp_path / "best", "final_model=best_val", "checkpoint_freq=1")
+    accuracies = []
+    assert "metaprompt: warning" not in capsys.readouterr().err  # the world preset follows no released file
+    for epoch in range(1, 5):  # each epoch's prompts, evaluated on the validation split independently
+        capsys.readouterr()
+        assert main(["eval", "--prompts", str(run / "epochs" / f"prompts-epoch{epoch}.safetensors"), "--dataset",
+                     "world", "--root", str(world_root), "--classes", "base", "--split", "val",
+                     "--no-progress"]) == 0
+        accuracies.append(float(capsys.readouterr().out.split("accuracy: ")[1].split("%")[0]))
+    best = accuracies.index(max(accuracies)) + 1  # the first of equals, as the run keeps it
+    selection = json.loads((run / "metrics.json").read_text())["selection"]
+    assert selection["final_model"] == "best_val" and selection["best_epoch"] == best
+    assert selection["best_val_accuracy"] == pytest.approx(max(accuracies), abs=0.01)
+    final = read_artifact(run / "prompts.safetensors").tensors["text_prompts"]
+    chosen = read_artifact(run / "epochs" / f"prompts-epoch{best}.safetensors").tensors["text_prompts"]
+    assert final.equal(chosen)
+    departing = resolve("coop", sets=["final_model=best_val"]).for_task("eurosat").departures
+    assert departing == {"train.final_model": {"published": "last", "used": "best_val"}}
+
+
+def test_selection_leaves_training_as_it_was(world_root, tmp_path):
+    from metaprompt.artifact import read_artifact
+
+    plain = selection_run(world_root, tmp_path / "plain")
+    kept = selection_run(world_root, tmp_path / "kept", "final_model=best_val", "checkpoint_freq=1",
+                         "keep_checkpoints=2")
+    last = read_artifact(kept / "epochs" / "prompts-epoch4.safetensors").tensors["text_prompts"]
+    assert last.equal(read_artifact(plain / "prompts.safetensors").tensors["text_prompts"])  # val passes drew nothing
+    assert sorted(p.name for p in (kept / "epochs").glob("prompts-*")) == ["prompts-epoch3.safetensors",
+                                                                            "prompts-epoch4.safetensors"]
+
+
+def test_best_val_without_validation_images_is_one_line(tmp_path, model, capsys):
+    from helpers import make_image_folder, train_args
+
+    folder = make_image_folder(tmp_path / "data", ["ant", "bee"], {"train": 2, "test": 1})
+    assert main(train_args("coop", folder, tmp_path / "run", model, "final_model=best_val", extra=("--shots", "0"))) == 2
+    assert "has no validation images; expected final_model last" in capsys.readouterr().err

@@ -48,7 +48,8 @@ PROTOCOL_PRESETS = {"dg": {"metaprompt": "metaprompt_dg"}, "xd": {"maple": "mapl
 """Methods with a preset of their own for a protocol (MetaPrompt's domain-generalisation config, MaPLe's released
 cross-dataset config); the others start from their default preset."""
 TOP_LEVEL = ("model", "pretrained")
-EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed"})
+EXECUTION_KEYS = frozenset({"train.num_workers", "train.test_batch_size", "train.seed", "train.checkpoint_freq",
+                            "train.keep_checkpoints"})
 """Settings that do not depart from a published configuration: how a run executes (workers, the test batch,
 which changes no number) and the seed. Shots depart unless the preset publishes them (its ``shots`` list)."""
 
@@ -59,9 +60,10 @@ WORLD_PRESET_SUFFIX = {"dg": "dg"}
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+FINAL_MODELS = ("last", "best_val")
 LR_SCHEDULERS = ("cosine", "single_step", "multi_step", "constant")
 RELEASED_TRAINING = ("train.optimizer", "train.lr_scheduler", "train.momentum", "train.weight_decay", "train.stepsize",
-                     "train.gamma")
+                     "train.gamma", "train.final_model")
 """What every released config sets the same way (SGD, momentum 0.9, weight decay 5e-4, cosine), so that a preset
 that follows one publishes them whether or not its file names them: changing one is a departure."""
 
@@ -125,6 +127,14 @@ class TrainConfig:
     """single_step: one step length in epochs; multi_step: the epochs at which the LR drops (Dassl's STEPSIZE)."""
     gamma: float = 0.1
     """The LR's factor at each step (single_step, multi_step)."""
+    final_model: str = "last"
+    """The prompts a run keeps and tests: the last epoch's (every released config's) or best_val, the epoch with
+    the best validation accuracy (evaluated after every epoch), as Dassl's TEST.FINAL_MODEL."""
+    checkpoint_freq: int = 0
+    """Keep the prompts of every N-th epoch as an artifact of their own, RUN/epochs/prompts-epochE.safetensors
+    (0: none), as Dassl's CHECKPOINT_FREQ."""
+    keep_checkpoints: int = 0
+    """How many of those epoch artifacts to keep, the latest (0: all)."""
 
     def __post_init__(self) -> None:
         validate(self, {
@@ -133,7 +143,8 @@ class TrainConfig:
             "warmup_lr": positive, "shots": at_least(0), "seed": in_range(0, 2**32), "precision": one_of(PRECISIONS),
             "num_workers": at_least(0), "augment_views": at_least(0), "crop_scale_min": fraction,
             "max_steps": at_least(0), "optimizer": one_of(OPTIMIZERS), "lr_scheduler": one_of(LR_SCHEDULERS),
-            "gamma": positive}, scope="train.")
+            "gamma": positive, "final_model": one_of(FINAL_MODELS), "checkpoint_freq": at_least(0),
+            "keep_checkpoints": at_least(0)}, scope="train.")
         steps = self.stepsize
         if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps):
             raise MetapromptError(f"train.stepsize must be a list of epoch counts >= 1, got {steps!r}")

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -115,7 +115,8 @@ class Trainer:
     """Trains a method's prompts on labelled items; checkpoints into ``work_dir`` when given."""
 
     def __init__(self, method: PromptMethod, items: list[Datum], cfg: TrainConfig, *, domains: list[str] | None = None,
-                 work_dir: str | Path | None = None, progress: bool | None = True, skip_bad_images: bool = False):
+                 work_dir: str | Path | None = None, progress: bool | None = True, skip_bad_images: bool = False,
+                 after_epoch: Callable[[int], None] | None = None):
         if not method.trainable_parameters():
             raise MetapromptError(f"method {method.name!r} has nothing to train")
         if not items:
@@ -128,6 +129,8 @@ class Trainer:
                 "no scaling needed) or fp32, or in fp16-pure to reproduce the released code's unscaled fp16. "
                 "fp16 is for evaluation (metaprompt eval --precision fp16)")
         self.method, self.cfg = method, cfg
+        self.after_epoch = after_epoch
+        """Called with each whole epoch's number (1-based) on every process, before its checkpoint is written."""
         self.workers = loader_workers(cfg.num_workers, method.device)
         self.work_dir = Path(work_dir) if work_dir else None
         self.progress = progress_bars(progress) and dist.is_main()
@@ -225,9 +228,12 @@ class Trainer:
                 if self._budget_spent():
                     break
                 self.run_epoch(epoch)
-                if self.state.batch >= self.batches.num_batches:  # a whole epoch (not cut short by max_steps)
+                whole = self.state.batch >= self.batches.num_batches  # not cut short by max_steps
+                if whole:
                     self.method.on_epoch_end(epoch, self.cfg.epochs)
                 self.state.epoch, self.state.batch = epoch + 1, 0
+                if whole and self.after_epoch is not None:
+                    self.after_epoch(epoch + 1)
                 self.save_checkpoint()
             if dist.global_sum(torch.tensor(float(self.stop.requested))).item():
                 self._interrupt()

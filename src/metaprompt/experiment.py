@@ -38,14 +38,15 @@ from .feature_store import FeatureStore
 from .files import TEMPORARY_SUFFIX, atomic_write_text
 from .methods import ComputeOptions, PromptMethod, build_method
 from .runlog import provenance
+from .selection import SNAPSHOT_DIR, Selection
 from .tasks import TaskSpec, build_task
 
 ARTIFACT_NAME = "prompts.safetensors"
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 FEWSHOT_NAME = "fewshot.json"
-RUN_FILES = (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME, FEWSHOT_NAME, CONFIG_NAME)
-"""What a run writes in its folder (besides tensorboard/)."""
+RUN_FILES = (ARTIFACT_NAME, METRICS_NAME, CHECKPOINT_NAME, FEWSHOT_NAME, CONFIG_NAME, SNAPSHOT_DIR)
+"""What a run writes in its folder (besides tensorboard/ and log.txt); epochs/ is a folder."""
 
 
 def is_finished(out: Path) -> bool:
@@ -159,7 +160,10 @@ def _roll_back(out: Path, existed: bool, aside: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
         return
     for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
     if aside.exists():
         for path in aside.iterdir():
             path.replace(out / path.name)
@@ -260,14 +264,17 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
         remove_stale_temporaries(out)
     with run_folder(out, stored, overwrite, task):
         start = time.perf_counter()
-        trained_steps, skipped, history, trainer = 0, 0, [], None
+        trained_steps, skipped, history, trainer, selected = 0, 0, [], None, {"final_model": "last"}
         if method.closed_form:
             history = [fit_closed_form(method, task, cfg, progress, skip_bad_images)]
         elif method.trainable_parameters() and cfg.train.epochs > 0:
+            selection = Selection(method, task, cfg.train, out, skip_bad_images)
             trainer = Trainer(method, task.train, cfg.train, domains=task.domains, work_dir=out, progress=progress,
-                              skip_bad_images=skip_bad_images)
+                              skip_bad_images=skip_bad_images,
+                              after_epoch=selection.after_epoch if selection.active else None)
             state = trainer.fit(resume=not overwrite)
             trained_steps, skipped, history = state.step, trainer.skipped_images, state.history
+            selected = selection.finish()
         train_seconds = time.perf_counter() - start
         if dist.is_main():
             save_artifact(out / ARTIFACT_NAME, method)
@@ -278,7 +285,7 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
                "shortfall": shortfall_summary(task), "history": history, "precision": method.clip.precision,
                "cost": run_cost(method, trainer, train_seconds, result), "environment": environment(),
-               "details": class_details(result, method.classnames)}
+               "details": class_details(result, method.classnames), "selection": selected}
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)

@@ -302,7 +302,8 @@ def _execute(run: SweepRun, prefix: str, runtime: Runtime) -> None:
 SETTINGS_NAME = "settings.json"
 KEPT_FILES = (CHECKPOINT_NAME, ARTIFACT_NAME, RESULT_NAME)
 """A run folder holding one of these has something to keep: its settings stay with it."""
-IGNORED_SETTINGS = ("train.seed", "train.num_workers", "train.test_batch_size")
+IGNORED_SETTINGS = ("train.seed", "train.num_workers", "train.test_batch_size", "train.checkpoint_freq",
+                    "train.keep_checkpoints")
 """Settings a run folder's path already keeps apart (the seed) or that change no number."""
 
 

@@ -59,7 +59,8 @@ class Batch:
 TRAINING_LOOP_OPTIONS = frozenset({"train.epochs", "train.batch_size", "train.lr", "train.momentum",
                                    "train.weight_decay", "train.warmup_epochs", "train.warmup_lr",
                                    "train.augment_views", "train.crop_scale_min", "train.max_steps",
-                                   "train.optimizer", "train.lr_scheduler", "train.stepsize", "train.gamma"})
+                                   "train.optimizer", "train.lr_scheduler", "train.stepsize", "train.gamma",
+                                   "train.final_model", "train.checkpoint_freq", "train.keep_checkpoints"})
 """The options of gradient training, which a method trained by none (zero-shot CLIP, the linear probe) never reads."""
 
 class PromptMethod(nn.Module):
