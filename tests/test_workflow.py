@@ -656,3 +656,31 @@ def test_best_val_without_validation_images_is_one_line(tmp_path, model, capsys)
     folder = make_image_folder(tmp_path / "data", ["ant", "bee"], {"train": 2, "test": 1})
     assert main(train_args("coop", folder, tmp_path / "run", model, "final_model=best_val", extra=("--shots", "0"))) == 2
     assert "has no validation images; expected final_model last" in capsys.readouterr().err
+
+
+def test_report_paper_puts_the_published_numbers_beside_the_measured_ones(tmp_path, capsys):
+    from metaprompt.benchmark import BASE_TO_NEW_DATASETS, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG
+    from metaprompt.results import build_report
+
+    results = [b2n_result(1, 80.0, 60.0, dataset=d) for d in BASE_TO_NEW_DATASETS]
+    results += [b2n_result(1, 70.0, 70.0, dataset="dtd", name="metaprompt")]  # 1 of the 11 datasets
+    results += [{"protocol": "dg", "name": "metaprompt", "method": "metaprompt", "dataset": "pacs", "target": t,
+                 "seed": 1, "shots": 1, "metrics": {"accuracy": 95.0}}
+                for t in ("art_painting", "cartoon", "photo", "sketch")]
+    b2n, dg = build_report(results, paper=True).tables[-2:]
+    rows = dict(b2n.rows)
+    paper_base, paper_new, paper_hm = PUBLISHED_BASE_TO_NEW["coop"]
+    base, base_measured, base_delta = rows["coop"][:3]
+    assert (base.mean, base_measured.mean, base_delta.mean) == pytest.approx((paper_base, 80.0, 80.0 - paper_base))
+    hm_delta = rows["coop"][8]
+    assert hm_delta.mean == pytest.approx(2 * 80 * 60 / 140 - paper_hm)
+    assert rows["metaprompt"][1].covers == (1, 11)  # an average over one dataset of the paper's 11: said so
+    assert "Zhao et al." in b2n.note and "(k/n)" in b2n.note
+    pacs = dict(dg.rows)["metaprompt 1-shot"][:3]
+    assert [c.mean for c in pacs] == pytest.approx([PUBLISHED_DG[("metaprompt", 1)]["pacs"], 95.0,
+                                                    95.0 - PUBLISHED_DG[("metaprompt", 1)]["pacs"]])
+    for seed_dir in ("a", "b"):
+        (tmp_path / seed_dir).mkdir()
+    (tmp_path / "a" / "result.json").write_text(json.dumps(results[0]))
+    assert main(["report", str(tmp_path), "--paper", "--figure", str(tmp_path / "f.png")]) == 0
+    assert "### Base-to-new, average over the 11 datasets: published vs measured" in capsys.readouterr().out

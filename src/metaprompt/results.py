@@ -28,7 +28,7 @@ from statistics import fmean, pstdev
 from typing import Callable, Iterable
 
 from .benchmark import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, METHOD_ORDER,
-                        harmonic_mean)
+                        PAPER, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG, harmonic_mean)
 from .errors import MetapromptError
 
 FORMATS = ("md", "csv", "latex")
@@ -78,10 +78,13 @@ def over_seeds(values: list[float]) -> Stat:
     return Stat(fmean(values), pstdev(values), len(values))
 
 
-def build_report(results: list[dict]) -> Report:
-    """The tables and figure panels of every protocol present in ``results``."""
+def build_report(results: list[dict], paper: bool = False) -> Report:
+    """The tables and figure panels of every protocol present in ``results``; with ``paper``, the published
+    numbers beside the measured ones (:func:`paper_tables`)."""
     results, footnotes = like_with_like(results)
     report = _build_report(results)
+    if paper:
+        report.tables += paper_tables(results)
     for table in report.tables:
         shown = [label for label, _ in table.rows] + table.columns
         marks = [f"{label} departs from {text}" for (protocol, label), texts in footnotes.items()
@@ -178,6 +181,50 @@ def _build_report(results: list[dict]) -> Report:
     if costs is not None:
         report.tables.append(costs)
     return report
+
+
+def paper_tables(results: list[dict]) -> list[Table]:
+    """The published numbers (:data:`metaprompt.benchmark.PUBLISHED_BASE_TO_NEW`, ``PUBLISHED_DG``) beside the
+    measured ones, with their difference (measured - published), for the runs of the methods the paper reports; a
+    measured average over fewer datasets or targets than the paper's says so (k/n), and a departing run is †."""
+    tables = []
+    method_of = {r["name"]: r["method"] for r in results}
+    b2n = [r for r in results if r["protocol"] == "base2new" and r["method"] in PUBLISHED_BASE_TO_NEW]
+    if b2n:
+        table = base_to_new_table(b2n)
+        average = table.rows[-1][1]
+        rows = []
+        for k, column in enumerate(table.columns[::3]):
+            label = column.rsplit(" ", 1)[0]
+            published = PUBLISHED_BASE_TO_NEW[method_of[label]]
+            rows.append((label, [cell for paper, measured in zip(published, average[3 * k:3 * k + 3])
+                                 for cell in _beside(paper, measured)]))
+        columns = [f"{c}{part}" for c in B2N_METRICS for part in (" (paper)", "", " Δ")]
+        tables.append(Table(f"Base-to-new, average over the 11 datasets: published vs measured", "method", columns,
+                            rows, note=f"published: {PAPER}; Δ = measured - published; "
+                                       + (_partial_note(average, "datasets") or "every dataset measured"),
+                            protocol="base2new"))
+    dg = [r for r in results if r["protocol"] == "dg" and (r["method"], r["shots"]) in PUBLISHED_DG]
+    if dg:
+        summary = dg_tables(dg)[-1]
+        datasets = [d for d in DG_DOMAINS if d != "world_dg"]
+        rows = []
+        for (name, shots), (label, cells) in zip(_variants(dg), summary.rows):
+            measured = dict(zip(summary.columns, cells))
+            published = PUBLISHED_DG[(method_of[name], shots)]
+            rows.append((label, [c for d in datasets for c in _beside(published[d], measured.get(d))]))
+        columns = [f"{d}{part}" for d in datasets for part in (" (paper)", "", " Δ")]
+        tables.append(Table("Domain generalisation, average over target domains: published vs measured", "method",
+                            columns, rows, note=f"published: {PAPER}; Δ = measured - published",
+                            decimals=1, protocol="dg"))
+    return tables
+
+
+def _beside(published: float, measured: Stat | None) -> list[Stat | None]:
+    """The published number, the measured one, and their difference (carrying the measured one's coverage)."""
+    if measured is None:
+        return [Stat(published), None, None]
+    return [Stat(published), measured, Stat(measured.mean - published, covers=measured.covers)]
 
 
 def _of(protocol: str, tables: list[Table]) -> list[Table]:

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "latex: booktabs tables (default: %(default)s)")
     p.add_argument("--figure", default=None, metavar="FILE.png",
                    help=f"where to write the figure (default: DIR/{FIGURE_NAME})")
+    p.add_argument("--paper", action="store_true",
+                   help="also put the published numbers (the MetaPrompt paper's base-to-new averages and domain-"
+                        "generalisation table) beside the measured ones, with the difference")
     spread = p.add_mutually_exclusive_group()
     spread.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
     spread.add_argument("--ci95", action="store_true",
@@ -36,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    report = build_report(load_results(args.dir))
+    report = build_report(load_results(args.dir), paper=args.paper)
     print(render(report.tables, args.format, std="ci95" if args.ci95 else not args.no_std), end="")
     figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)
     print(f"figure: {figure}", file=sys.stderr)
