@@ -103,6 +103,8 @@ def test_the_sbatch_script_holds_the_options_given(tmp_path, monkeypatch):
     (["--launcher", "ray", "--gpus", "0,1"], "--gpus is the local launcher's"),
     (["--slurm-opt", "time=5"], "--slurm-opt is for --launcher slurm, not local"),
     (["--launcher", "slurm"], "expected a SLURM login node"),
+    (["--launcher", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers there"),
+    (["--launcher", "ray", "--ray-address", "head:port"], "--ray-address head:port: expected HOST:PORT"),
 ])
 def test_launcher_options_that_cannot_work_are_one_line(argv, expected, world_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no srun here, whatever the machine has

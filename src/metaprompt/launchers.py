@@ -10,6 +10,7 @@ and logs stay in ``--out``, which every worker must see (a shared file system).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -164,11 +165,14 @@ def run_ray(argv: list[str], jobs: int, address: str | None) -> list[str]:
     """``jobs`` workers of ``argv`` as Ray tasks on the cluster at ``address`` (or RAY_ADDRESS; a local one started
     for the call otherwise): one GPU each where the cluster has GPUs, one CPU otherwise. Waits for them; one line
     per worker that failed."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:  # a cluster of this machine only: every part of it on loopback, none on a network address
+        os.environ.setdefault(RAY_LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
         raise MetapromptError("--launcher ray needs ray: pip install 'metaprompt-vl[ray]'") from None
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except Exception as err:  # noqa: BLE001 - connection refused, bad address: one line
@@ -176,6 +180,8 @@ def run_ray(argv: list[str], jobs: int, address: str | None) -> list[str]:
                               f"({_first_line(err)})") from None
     try:
         resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
+        print(f"started {jobs} worker(s) as Ray tasks ({'one GPU' if 'num_gpus' in resources else 'one CPU'} each) "
+              f"on {address or 'a local Ray cluster'}", file=sys.stderr)
         task = ray.remote(max_retries=RETRIES, retry_exceptions=[WorkerKilled], **resources)(ray_worker)
         refs = [task.remote(argv) for _ in range(jobs)]
         failures = []
@@ -187,6 +193,28 @@ def run_ray(argv: list[str], jobs: int, address: str | None) -> list[str]:
         return failures
     finally:
         ray.shutdown()
+
+
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before ray is imported, Ray gives its processes the loopback address instead of the machine's network
+one (as it does on a laptop): the local cluster started for one call needs no network."""
+CONNECT_SECONDS = 10
+
+
+def check_reachable(address: str | None) -> None:
+    """A ``host:port`` cluster address that refuses or does not answer is one line at once (Ray itself retries
+    for minutes); ``auto``, ``ray://`` and ``local`` addresses are Ray's to resolve."""
+    if not address or address == "auto" or "://" in address or address.count(":") != 1:
+        return
+    host, port = address.rsplit(":", 1)
+    if not port.isdigit():
+        raise MetapromptError(f"--ray-address {address}: expected HOST:PORT (the head node's GCS port, e.g. 6379), "
+                              "ray://HOST:10001 or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as err:
+        raise MetapromptError(f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); "
+                              "expected the head node's address (ray start --head prints it)") from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -199,7 +199,6 @@ def launch(args: argparse.Namespace) -> list[str]:
 
     argv, jobs = launchers.worker_argv(args.argv), args.jobs or 1
     if args.launcher == "ray":
-        print(f"starting {jobs} worker(s) as Ray tasks", file=sys.stderr)
         return launchers.run_ray(argv, jobs, args.ray_address)
     submitted = launchers.submit_slurm(argv, args.out, jobs, args.slurm_opt)
     ids = ", ".join(job.job_id for job in submitted)
