@@ -87,7 +87,7 @@ def slurm_executor(out: str | Path, pairs: list[str]):
     try:
         executor = submitit.AutoExecutor(folder=slurm_folder(out) / "%j", cluster=cluster)
     except RuntimeError as err:
-        raise MetapromptError(f"--launcher slurm: {_first_line(err)} (expected a SLURM login node, with srun and "
+        raise MetapromptError(f"--launcher slurm: {_last_line(err)} (expected a SLURM login node, with srun and "
                               "sbatch on PATH); --slurm-opt cluster=local runs the same jobs on this machine") from None
     executor.update_parameters(name="metaprompt-sweep", **parameters)
     return executor
@@ -126,7 +126,7 @@ def submit_slurm(argv: list[str], out: str | Path, jobs: int, pairs: list[str]) 
         with executor.batch():
             submitted = [executor.submit(SweepWorker(argv)) for _ in range(jobs)]
     except Exception as err:  # noqa: BLE001 - sbatch missing or refusing: one line with its own words
-        raise MetapromptError(f"--launcher slurm: the job array could not be submitted ({_first_line(err)}); "
+        raise MetapromptError(f"--launcher slurm: the job array could not be submitted ({_last_line(err)}); "
                               "is this a SLURM login node (sbatch on PATH)? --slurm-opt cluster=local runs it here") from None
     return submitted
 
@@ -138,7 +138,7 @@ def wait_slurm(submitted: list) -> list[str]:
         try:
             job.result()
         except Exception as err:  # noqa: BLE001 - a job's failure, said in one line
-            failures.append(f"SLURM job {job.job_id} failed: {_first_line(err)} (log: {job.paths.stderr})")
+            failures.append(f"SLURM job {job.job_id} failed: {_last_line(err)} (log: {job.paths.stderr})")
     return failures
 
 
@@ -177,7 +177,7 @@ def run_ray(argv: list[str], jobs: int, address: str | None) -> list[str]:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except Exception as err:  # noqa: BLE001 - connection refused, bad address: one line
         raise MetapromptError(f"--launcher ray: cannot reach a Ray cluster at {address or '(a new local one)'} "
-                              f"({_first_line(err)})") from None
+                              f"({_last_line(err)})") from None
     try:
         resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
         print(f"started {jobs} worker(s) as Ray tasks ({'one GPU' if 'num_gpus' in resources else 'one CPU'} each) "
@@ -189,7 +189,7 @@ def run_ray(argv: list[str], jobs: int, address: str | None) -> list[str]:
             try:
                 ray.get(ref)
             except Exception as err:  # noqa: BLE001 - the task's own error, said in one line
-                failures.append(f"Ray worker failed: {_first_line(getattr(err, 'cause', None) or err)}")
+                failures.append(f"Ray worker failed: {_last_line(getattr(err, 'cause', None) or err)}")
         return failures
     finally:
         ray.shutdown()
@@ -217,6 +217,7 @@ def check_reachable(address: str | None) -> None:
                               "expected the head node's address (ray start --head prints it)") from None
 
 
-def _first_line(err: BaseException) -> str:
+def _last_line(err: BaseException) -> str:
+    """The last non-blank line of ``err``'s text: where submitit and Ray put the cause of a job's failure."""
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(err).__name__

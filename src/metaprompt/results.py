@@ -200,7 +200,7 @@ def paper_tables(results: list[dict]) -> list[Table]:
             rows.append((label, [cell for paper, measured in zip(published, average[3 * k:3 * k + 3])
                                  for cell in _beside(paper, measured)]))
         columns = [f"{c}{part}" for c in B2N_METRICS for part in (" (paper)", "", " Δ")]
-        tables.append(Table(f"Base-to-new, average over the 11 datasets: published vs measured", "method", columns,
+        tables.append(Table("Base-to-new, average over the 11 datasets: published vs measured", "method", columns,
                             rows, note=f"published: {PAPER}; Δ = measured - published; "
                                        + (_partial_note(average, "datasets") or "every dataset measured"),
                             protocol="base2new"))

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from . import __version__
+from .benchmark import RESULT_NAME
 
 LOG_NAME = "log.txt"
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "safetensors", "Pillow", "scikit-learn")
 """The packages whose versions change a number, recorded with every run."""
-RUN_MARKERS = ("config.yaml", "result.json")
+RUN_MARKERS = ("config.yaml", RESULT_NAME)
 """Files that show the run folder holds a run: the log is written from then on."""
 
 BARS_ENV = "METAPROMPT_PROGRESS"
@@ -89,11 +90,11 @@ class RunLog:
         self.waiting: list[str] = [f"{_now()} {line}" for line in _header()]
 
     def feed(self, text: str) -> None:
-        for piece in text.replace("\r\n", "\n").splitlines(keepends=True):
+        for piece in text.replace("\r\n", "\n").splitlines(keepends=True):  # pieces end at a \r or a \n
             if piece.endswith("\r"):
                 self.partial = ""
             elif piece.endswith("\n"):
-                line = (self.partial + piece[:-1]).rsplit("\r", 1)[-1].rstrip()
+                line = (self.partial + piece[:-1]).rstrip()
                 self.partial = ""
                 if line:
                     self.waiting.append(f"{_now()} {line}")
