@@ -307,6 +307,22 @@ def make_world(root: Path) -> Path:
     return folder
 
 
+OWN_DOMAINS = ("photo", "sketch")
+OWN_CLASSES = ("circle", "square", "triangle")
+
+
+def make_own_dataset(root: Path, folder_name: str = "shapes") -> Path:
+    """A researcher's own data with domains, as a dataset descriptor names it (docs/extending.md):
+    ``shapes/<domain>/{train,val,test}/<class>/*.jpg``, 2 / 1 / 2 images per class."""
+    folder = root / folder_name
+    for domain in OWN_DOMAINS:
+        for split, size in (("train", 2), ("val", 1), ("test", 2)):
+            for cls in OWN_CLASSES:
+                for i in range(size):
+                    write_image(folder / domain / split / cls / f"{i}.jpg")
+    return folder
+
+
 def make_all(root: Path, world: bool = True) -> Path:
     """Every layout above under ``root`` (the world's only with ``world``); returns ``root``."""
     for name in COOP_DATASETS:
@@ -315,7 +331,8 @@ def make_all(root: Path, world: bool = True) -> Path:
     make_imagenet(root)
     for name in IMAGENET_VARIANTS:
         make_imagenet_variant(root, name)
-    for make in (make_pacs, make_vlcs, make_office_home, make_domainnet, *([make_world] if world else [])):
+    for make in (make_pacs, make_vlcs, make_office_home, make_domainnet, make_own_dataset,
+                 *([make_world] if world else [])):
         make(root)
     return root
 

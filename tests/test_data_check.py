@@ -115,8 +115,8 @@ def test_check_unknown_root_is_an_error(tmp_path, capsys, monkeypatch):
 
 
 def test_check_rejects_unknown_dataset_name(tmp_path, capsys, monkeypatch):
-    with pytest.raises(SystemExit):
-        run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "mnist"], capsys, monkeypatch)
+    code, output = run_cli(["data", "check", "--root", str(tmp_path), "--dataset", "mnist"], capsys, monkeypatch)
+    assert code == 2 and "unknown dataset 'mnist'; expected one of: imagenet, " in output
 
 
 def test_check_shows_class_names_and_the_smallest_class_against_the_shots(tmp_path, capsys, monkeypatch):

@@ -34,8 +34,9 @@ from .checkpoint import CHECKPOINT_NAME
 from .benchmark import DG_DOMAINS, RESULT_NAME, harmonic_mean, read_result
 from .config import RunConfig
 from .data.base import DatasetSplits
+from .data.descriptor import DESCRIPTORS, descriptor_settings
 from .data.fewshot import dg_source_test
-from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of, register_plugins
+from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of, known_datasets, register_plugins
 from .errors import MetapromptError
 from .costs import trainable_parameters
 from .evaluation import EvalResult, class_details, evaluate_sharded
@@ -405,18 +406,21 @@ def _record(protocol: str, name: str, cfg: RunConfig, dataset: str, options: dic
     return {"protocol": protocol, "name": name, "method": cfg.method, "preset": cfg.preset, "follows": cfg.follows,
             "departures": cfg.departures, "model": cfg.model,
             "pretrained": cfg.pretrained, "dataset": dataset, "shots": cfg.train.shots, "seed": cfg.train.seed,
-            "precision": cfg.train.precision, "settings": run_settings(cfg, options, protocol),
+            "precision": cfg.train.precision,
+            "settings": {**run_settings(cfg, options, protocol), **descriptor_settings(dataset)},
             "sweep": sweep_settings, **extra}
 
 
 def _domains(dataset: str, root: str | Path, read: Callable[[str], DatasetSplits]) -> tuple[str, ...]:
-    """The dataset's domains: the field's DG datasets' as released; another dataset's (a plugin's) as it reads."""
+    """The dataset's domains: the field's DG datasets' as released; another dataset's (a plugin's, a descriptor's)
+    as it reads."""
     if dataset in DG_DOMAINS:
         return DG_DOMAINS[dataset]
-    domains = tuple(read(dataset).domains) if dataset in plugin_names(DATASET_GROUP) else ()
+    own = dataset in plugin_names(DATASET_GROUP) or dataset in DESCRIPTORS
+    domains = tuple(read(dataset).domains) if own else ()
     if not domains:
         raise MetapromptError(f"{dataset!r} is not a domain-generalisation dataset; expected one of: "
-                              f"{', '.join(DG_DOMAINS)}, or a dataset whose reader gives domains")
+                              f"{', '.join(DG_DOMAINS)}, or a dataset whose reader or descriptor gives domains")
     return domains
 
 
@@ -432,7 +436,7 @@ def _check_data(root: str | Path, datasets: set[str]) -> None:
     unknown = sorted(datasets - set(DATASETS))
     if unknown:
         raise MetapromptError(f"unknown dataset(s) {', '.join(unknown)}; expected some of: "
-                              f"{', '.join(sorted(DATASET_FOLDERS))}")
+                              f"{', '.join(sorted(known_datasets()))}")
     missing = sorted(f"{name} (expected {Path(root) / describe_folders(name)})" for name in datasets
                      if name in DATASET_FOLDERS and folder_of(root, name) is None)
     if missing:

@@ -34,6 +34,9 @@ BARS_ENV = "METAPROMPT_PROGRESS"
 
 command_line: list[str] = []
 """The command as typed (``metaprompt`` and its arguments); set by the command line's entry point."""
+dataset_files: dict[str, dict[str, str]] = {}
+"""Dataset name -> the descriptor file it was read from and its SHA-256, for the datasets the command named by a
+descriptor (:mod:`metaprompt.data.descriptor`)."""
 
 
 def progress_bars(requested: bool | None) -> bool:
@@ -45,7 +48,8 @@ def progress_bars(requested: bool | None) -> bool:
 def provenance() -> dict:
     """What produced a run: the command line, the project's version and git commit, the package versions."""
     return {"command": shlex.join(command_line) if command_line else None, "metaprompt": __version__,
-            "git_commit": git_commit(), "python": platform.python_version(), "packages": package_versions()}
+            "git_commit": git_commit(), "python": platform.python_version(), "packages": package_versions(),
+            **({"dataset_descriptors": dict(dataset_files)} if dataset_files else {})}
 
 
 @functools.lru_cache(maxsize=1)
@@ -148,7 +152,9 @@ def _header() -> list[str]:
     packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items() if version)
     return [f"command: {info['command'] or '(not from the command line)'}",
             f"metaprompt {info['metaprompt']} (git commit {info['git_commit'] or 'unknown: not a checkout'}), "
-            f"python {info['python']}, {packages}"]
+            f"python {info['python']}, {packages}",
+            *(f"dataset {name}: descriptor {d['descriptor']} (sha256 {d['sha256']})"
+              for name, d in info.get("dataset_descriptors", {}).items())]
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -12,6 +12,7 @@ import sys
 
 from .. import runlog
 from ..errors import MetapromptError, PeerError
+from .common import resolve_datasets
 
 COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "interpret", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     runlog.command_line[:] = ["metaprompt", *argv]
     args.argv = argv  # the command line as given (`run --gpus` starts workers with it)
     try:
+        resolve_datasets(args)
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as err:
         if os.environ.get(DEBUG_ENV):

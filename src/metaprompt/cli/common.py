@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from .. import runlog
 from ..config import DEFAULT_PRESETS, RunConfig, preset_names, resolve
 from ..errors import MetapromptError
 from ..tasks import TaskSpec
@@ -29,13 +30,57 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_data_args(p: argparse.ArgumentParser, classes_default: str = "all") -> None:
     p.add_argument("--dataset", required=True,
-                   help="dataset name (eurosat, oxford_pets, pacs, world, ...; see `metaprompt data check`) "
+                   help="dataset name (eurosat, oxford_pets, pacs, world, ...; see `metaprompt data check`), "
+                        "a dataset descriptor file (.yaml: your own data, see docs/extending.md), "
                         "or `imagefolder` to read --root as ROOT/<split>/<class>/*.png|jpg")
-    p.add_argument("--root", required=True, help="data root: the folder holding the dataset folders ($DATA)")
+    p.add_argument("--root", default=None, help=ROOT_HELP)
     p.add_argument("--classes", choices=CLASS_SUBSETS, default=classes_default,
                    help=f"class subset: base = first half of the sorted labels, new = the rest (default: {classes_default})")
     p.add_argument("--target-domain", default=None,
                    help="domain generalisation: leave this domain out (train on the others, test on it)")
+
+
+ROOT_HELP = ("data root: the folder holding the dataset folders ($DATA); required unless every dataset named is a "
+             "descriptor file, whose own root is used")
+DATASET_ARGS = ("dataset", "datasets", "source", "targets")
+"""The options that name datasets, where a descriptor file may stand for one (a parser whose options differ, as
+run dg's, whose --targets are domains, sets its own ``dataset_args``)."""
+
+
+def resolve_datasets(args: argparse.Namespace) -> None:
+    """Register every dataset descriptor file the command names (``--dataset mydata.yaml``) and put its dataset's
+    name in its place, so that folders, records and tables use the name; a left-out ``--root`` is taken from the
+    descriptor (whose reader reads its own root). A command that needs a data root and named no descriptor must be given ``--root``."""
+    from ..data.descriptor import DESCRIPTORS, is_descriptor
+
+    runlog.dataset_files.clear()
+    named, others = [], []
+    for attr in getattr(args, "dataset_args", DATASET_ARGS):
+        value = getattr(args, attr, None)
+        values = value if isinstance(value, list) else [] if value in (None, "") else [value]
+        names = [_descriptor_name(v) if is_descriptor(v) else v for v in values]
+        named += [n for n, v in zip(names, values) if is_descriptor(v)]
+        others += [v for v in values if not is_descriptor(v)]
+        if values:
+            setattr(args, attr, names if isinstance(value, list) else names[0])
+    if hasattr(args, "root") and args.root is None:
+        if not named or others:
+            raise MetapromptError("--root is required: the data root, the folder holding the dataset folders "
+                                  "(it may be left out when every dataset is named by a descriptor file)")
+        args.root = str(DESCRIPTORS[named[0]].root.parent)  # each descriptor's reader reads its own root
+
+
+def _descriptor_name(path: str) -> str:
+    """Register the descriptor at ``path``, recorded for the run's provenance; returns its dataset's name."""
+    from ..data.descriptor import DESCRIPTORS, register_descriptor
+
+    name = register_descriptor(path)
+    descriptor, earlier = DESCRIPTORS[name], runlog.dataset_files.get(name)
+    if earlier and earlier["descriptor"] != str(descriptor.path):
+        raise MetapromptError(f"two descriptor files name the dataset {name!r} ({earlier['descriptor']}, "
+                              f"{descriptor.path}); expected one name per dataset")
+    runlog.dataset_files[name] = {"descriptor": str(descriptor.path), "sha256": descriptor.sha256}
+    return name
 
 
 def add_config_args(p: argparse.ArgumentParser, preset_default: str = "the method's base-to-new preset") -> None:

@@ -27,10 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "draws), missing (no folder) or broken (naming the file or folder that is missing or "
                     "malformed and what was expected). Exits non-zero when a requested dataset is missing or "
                     "broken; with no --dataset, when any dataset present is broken.")
-    check.add_argument("--root", type=Path, required=True, help=ROOT_HELP)
+    check.add_argument("--root", type=Path, default=None,
+                       help=ROOT_HELP + "; required unless every --dataset is a descriptor file")
     check.add_argument("--dataset", dest="datasets", metavar="NAME", nargs="+", action="extend",
-                       choices=known_datasets(),
-                       help="datasets to check (repeatable; default: all known: %(choices)s)")
+                       help="datasets to check, by name or descriptor file (repeatable; default: all known: "
+                            f"{', '.join(known_datasets())})")
     check.add_argument("--shots", type=int, default=None,
                        help="training images per class to compare the smallest class with (default: the protocol's, "
                             "16 for base-to-new, 5 per source domain for domain generalisation)")

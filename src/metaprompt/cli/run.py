@@ -13,7 +13,7 @@ from ..benchmark import BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS
 from ..errors import MetapromptError
 from ..launchers import LAUNCHERS, worker_argv
 from ..leases import STALE_SECONDS
-from .common import add_config_args, add_runtime_args, compute_options, run_config, start_runtime
+from .common import ROOT_HELP, add_config_args, add_runtime_args, compute_options, run_config, start_runtime
 
 if TYPE_CHECKING:
     from typing import Callable
@@ -58,14 +58,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "For each target domain in turn: train on --shots images per class per source domain (the other "
         "domains), test on the target domain. MetaPrompt starts from its preset metaprompt_dg, the other "
         "methods from their default preset.", preset_default="metaprompt_dg for metaprompt, else the method's")
-    dg.add_argument("--dataset", required=True, metavar="NAME", help=f"one of: {', '.join(DG_DOMAINS)}")
+    dg.add_argument("--dataset", required=True, metavar="NAME",
+                    help=f"one of: {', '.join(DG_DOMAINS)}, or a descriptor file of a dataset with domains")
     dg.add_argument("--shots", type=int, required=True, help="training images per class per source domain (1 or 5)")
     dg.add_argument("--targets", nargs="+", default=None, metavar="DOMAIN",
                     help="target domains (default: every domain of the dataset)")
     dg.add_argument("--source-accuracy", action="store_true",
                     help="also test each run on its source domains' test images (not its training shots), "
                          "reported as `source` beside the held-out domain's accuracy")
-    dg.set_defaults(func=protocol_command(run_dg_command))
+    dg.set_defaults(func=protocol_command(run_dg_command), dataset_args=("dataset",))  # its --targets are domains
 
     xd = _protocol_parser(
         protocols, "xd", "cross-dataset transfer",
@@ -97,7 +98,7 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     p = protocols.add_parser(name, help=title, description=f"{description} {COMMON.format(layout=LAYOUT[name])}")
     add_config_args(p, preset_default)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds, one run each (default: 1 2 3)")
-    p.add_argument("--root", required=True, help="data root: the folder holding the dataset folders ($DATA)")
+    p.add_argument("--root", default=None, help=ROOT_HELP)
     p.add_argument("--out", required=True, help="results folder (one sub-folder per run)")
     p.add_argument("--name", default=None,
                    help="the method's name in folders and tables (default: the method), to compare variants")

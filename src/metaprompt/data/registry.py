@@ -47,9 +47,10 @@ def describe_folders(name: str) -> str:
 
 
 def known_datasets() -> list[str]:
-    """The datasets that live under a data root, in registration order (installed plugins' last)."""
+    """The datasets that live under a data root, in registration order (installed plugins' last); not those of
+    descriptor files, whose folder is an absolute path of their own."""
     register_plugins()
-    return list(DATASET_FOLDERS)
+    return [name for name, folders in DATASET_FOLDERS.items() if not Path(folders[0]).is_absolute()]
 
 
 @functools.lru_cache(maxsize=1)
