@@ -23,6 +23,8 @@ from .files import atomic_write
 from .methods import PromptMethod, build_method, make_config
 
 FORMAT = "metaprompt-prompts/1"
+KNOWN_METADATA = ("format", "metaprompt_version", "method", "config", "model", "pretrained", "classnames", "dataset",
+                  "precision")
 
 
 @dataclass
@@ -36,10 +38,12 @@ class Artifact:
     tensors: dict[str, torch.Tensor]
     precision: str = "fp32"
     """The precision it was trained in (artifacts written before it was recorded: fp32)."""
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Other metadata, as written (``imported_from``: the checkpoint `metaprompt import` read, as JSON)."""
 
 
-def save_artifact(path: str | Path, method: PromptMethod) -> Path:
-    """Write the method's trained tensors and metadata, atomically."""
+def save_artifact(path: str | Path, method: PromptMethod, extra: dict[str, str] | None = None) -> Path:
+    """Write the method's trained tensors and metadata (and ``extra`` metadata: ``imported_from``), atomically."""
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -51,6 +55,7 @@ def save_artifact(path: str | Path, method: PromptMethod) -> Path:
         "classnames": json.dumps(method.classnames),
         "dataset": method.dataset,
         "precision": method.clip.precision,
+        **(extra or {}),
     }
     return atomic_write(path, lambda tmp: save_file(method.trained_tensors(), str(tmp), metadata=meta))
 
@@ -67,7 +72,8 @@ def read_artifact(path: str | Path) -> Artifact:
         art = Artifact(method=meta["method"], config=json.loads(meta["config"]), model=meta["model"],
                        pretrained=json.loads(meta["pretrained"]), classnames=json.loads(meta["classnames"]),
                        dataset=meta.get("dataset", "default"), tensors=tensors,
-                       precision=meta.get("precision", "fp32"))
+                       precision=meta.get("precision", "fp32"),
+                       extra={k: v for k, v in meta.items() if k not in KNOWN_METADATA})
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise MetapromptError(f"prompt artifact {path} is corrupted or not a metaprompt artifact "
                               f"(expected a safetensors file written by metaprompt train: {err})") from None

@@ -9,6 +9,9 @@ this project. Writes, under tests/:
 - fixtures/tiny_openai_clip.pt.gz, .json: the fixture CLIP (fixture_worker.py);
 - goldens/inputs.safetensors: the fixed images;
 - goldens/<case>.safetensors: logits and trained tensors per case of cases.py (reference_worker.py);
+- goldens/dassl/<case>/: per trained case, the checkpoint the released trainer's own save_model wrote after
+  training (``<learner>/model.pth.tar-1``, frozen CLIP weights left out) and the trained model's eval logits
+  (``released_logits.safetensors``), for ``metaprompt import`` (reference_worker.py);
 - goldens/lr_schedules.json: Dassl's LR of every epoch of every shipped preset (schedule_worker.py);
 - goldens/released_configs.json: the values of every released config file a preset follows, read by Dassl's
   config loader with the repository's extend_cfg, and Dassl's LR of each of their epochs;
@@ -96,7 +99,7 @@ def main() -> None:
         wanted_file, values_file = work / f"wanted-{folder}.json", work / f"released-{folder}.json"
         wanted_file.write_text(json.dumps(wanted))
         run("reference_worker.py", "--repo", str(code), "--dassl", str(repo_dassl), "--fixture",
-            str(fixture), "--inputs", str(inputs), "--out", str(GOLDENS),
+            str(fixture), "--inputs", str(inputs), "--out", str(GOLDENS), "--checkpoints", str(GOLDENS / "dassl"),
             "--released-configs", str(wanted_file), str(values_file), *names)
         released |= {key: {**value, "follows": followed[key][1]}
                      for key, value in json.loads(values_file.read_text()).items()}

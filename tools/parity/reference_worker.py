@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import random
-import re
 import sys
 import zlib
 from pathlib import Path
@@ -23,47 +22,17 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
 import cases as case_table  # noqa: E402
 import reference_env as env  # noqa: E402
+from metaprompt.dassl_checkpoint import RELEASED_NAMES, released_target, stacked  # noqa: E402
 
-# Released parameter name -> (this project's tensor name, layer index or None for the whole tensor).
-CTX = r"^prompt_learner\.ctx$"
-VISUAL_DEEP = r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$"
-NAME_RULES: dict[str, list[tuple[str, object]]] = {
-    "CoOp": [(CTX, ("text_prompts", 0))],
-    "CoOp-csc": [(CTX, ("class_text_prompts", None))],
-    "CoCoOp": [(CTX, ("text_prompts", 0)),
-               (r"^prompt_learner\.meta_net\.linear1\.(weight|bias)$", lambda m: (f"meta_net.0.{m[1]}", None)),
-               (r"^prompt_learner\.meta_net\.linear2\.(weight|bias)$", lambda m: (f"meta_net.2.{m[1]}", None))],
-    "VPT": [(r"^image_encoder\.VPT$", ("visual_prompts", 0)), (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
-    "IVLP": [(CTX, ("text_prompts", 0)),
-             (r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", lambda m: ("text_prompts", int(m[1]))),
-             (r"^image_encoder\.VPT$", ("visual_prompts", 0)), (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
-    "MaPLe": [(CTX, ("text_prompts", 0)),
-              (r"^prompt_learner\.compound_prompts_text\.(\d+)$", lambda m: ("text_prompts", int(m[1]) + 1)),
-              (r"^prompt_learner\.proj\.(weight|bias)$", lambda m: (f"couplings.0.{m[1]}", None)),
-              (r"^prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)$",
-               lambda m: (f"couplings.{int(m[1]) + 1}.{m[2]}", None))],
-    "Meta": [(CTX, ("text_prompts", None)), (r"^vision_prompt_learner\.ctx$", ("visual_prompts", None))],
-    "KgCoOp": [(CTX, ("text_prompts", 0))],
-    "PromptSRC": [(CTX, ("text_prompts", 0)),
-                  (r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", lambda m: ("text_prompts", int(m[1]))),
-                  (r"^image_encoder\.VPT$", ("visual_prompts", 0)),
-                  (VISUAL_DEEP, lambda m: ("visual_prompts", int(m[1])))],
-}
+TRAINER_METHODS = {"CoOp": "coop", "CoCoOp": "cocoop", "VPT": "vpt", "IVLP": "ivlp", "MaPLe": "maple",
+                   "KgCoOp": "kgcoop", "PromptSRC": "promptsrc", "Meta_B2N": "metaprompt", "Meta_DG": "metaprompt"}
+"""Released trainer -> this project's method, whose released parameter names metaprompt.dassl_checkpoint maps
+(the same table `metaprompt import` reads released checkpoints with)."""
 
 
 def rules_for(spec: dict) -> list:
-    trainer = spec["trainer"]
-    if trainer == "CoOp" and spec["config"].get("class_specific"):
-        return NAME_RULES["CoOp-csc"]
-    return NAME_RULES["Meta" if trainer.startswith("Meta") else trainer]
-
-
-def slot(rules: list, name: str) -> tuple[str, int | None] | None:
-    for pattern, target in rules:
-        m = re.match(pattern, name)
-        if m:
-            return target(m) if callable(target) else target
-    return None
+    method = TRAINER_METHODS[spec["trainer"]]
+    return RELEASED_NAMES["coop-csc" if spec["config"].get("class_specific") else method]
 
 
 def trainable(model: torch.nn.Module, rules: list) -> dict[str, tuple[torch.nn.Parameter, tuple[str, int | None]]]:
@@ -72,26 +41,48 @@ def trainable(model: torch.nn.Module, rules: list) -> dict[str, tuple[torch.nn.P
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        target = slot(rules, name)
+        target = released_target(rules, name)
         if target is None:
-            raise SystemExit(f"reference parameter {name} has no name in this project (extend NAME_RULES)")
+            raise SystemExit(f"reference parameter {name} has no name in this project (extend RELEASED_NAMES "
+                             "in metaprompt/dassl_checkpoint.py)")
         found[name] = (p, target)
     return found
 
 
 def ours(params: dict) -> dict[str, torch.Tensor]:
     """This project's tensors from the released parameters (layers stacked in order)."""
-    layers: dict[str, dict[int, torch.Tensor]] = {}
-    whole = {}
-    for p, (our_name, index) in params.values():
-        if index is None:
-            whole[our_name] = p.detach().float().clone()
-        else:
-            layers.setdefault(our_name, {})[index] = p.detach().float().clone()
-    for our_name, by_index in layers.items():
-        assert sorted(by_index) == list(range(len(by_index))), (our_name, sorted(by_index))
-        whole[our_name] = torch.stack([by_index[i] for i in range(len(by_index))])
-    return whole
+    return stacked(params)
+
+
+def save_released_checkpoint(t, directory: Path) -> None:
+    """The trainer's own ``save_model`` (Dassl's) into ``directory``, as at the end of training (epoch 1), with
+    the frozen CLIP parameters left out: out of each model's state dict, and out of the optimizer, which Dassl
+    builds on every parameter of the registered model and whose object the pickled LR scheduler holds. They are
+    the fixture's weights, which the importer ignores, and would make each golden megabytes. Everything else
+    (trained tensors, buffers, the optimizer's and scheduler's state and objects, epoch, val_result) is as the
+    trainer writes it."""
+    restore = []
+    for name in t.get_model_names():
+        model, optim = t._models[name], t._optims[name]
+        frozen_ids = {id(p) for p in model.parameters() if not p.requires_grad}
+        frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        full = model.state_dict
+
+        def trimmed(*args, _full=full, _frozen=frozen, **kwargs):
+            return type(_full())((k, v) for k, v in _full(*args, **kwargs).items() if k not in _frozen)
+
+        model.state_dict = trimmed
+        groups = [list(group["params"]) for group in optim.param_groups] if optim is not None else []
+        for group in (optim.param_groups if optim is not None else []):
+            group["params"] = [p for p in group["params"] if id(p) not in frozen_ids]
+        restore.append((model, optim, groups))
+    try:
+        t.save_model(0, str(directory))
+    finally:
+        for model, optim, groups in restore:
+            del model.state_dict
+            for group, params in zip(optim.param_groups if optim is not None else [], groups):
+                group["params"] = params
 
 
 def batch_labels(name: str, step: int, size: int, n_classes: int) -> list[int]:
@@ -136,7 +127,8 @@ def recording_episodes(trainer_module, t, record: dict):
         record["grads"] = grads
 
 
-def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tensor, out: Path) -> None:
+def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tensor, out: Path,
+             checkpoints: Path | None = None) -> None:
     from dassl.engine import TRAINER_REGISTRY
 
     options = dict(spec.get("reference_options", {}))
@@ -186,6 +178,13 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
                           tensors[f"init.{k}"].abs().max().clamp(min=1e-12)) for k in ours(params)}
         meta["relative_change"] = moved
         print(f"  {name}: trained tensors moved by (max |change| / max |init|) {moved}", flush=True)
+        if checkpoints is not None:
+            save_released_checkpoint(t, checkpoints / name)
+            t.set_model_mode("eval")
+            with torch.no_grad(), rounding():
+                logits = t.model_inference(upsample(images[spec.get("eval", case_table.EVAL)])).float()
+            save_file({"logits": logits.contiguous()}, str(checkpoints / name / "released_logits.safetensors"),
+                      metadata={"case": json.dumps(spec)})
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"{name}.safetensors"),
               metadata={"case": json.dumps(spec), "golden": json.dumps(meta)})
 
@@ -238,6 +237,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--released-configs", type=Path, nargs=2, metavar=("WANTED", "OUT"),
                         help="a JSON {preset key: config file path in this repository} in, their values out")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="also write each trained case's Dassl checkpoint (the trainer's save_model) and the "
+                             "trained model's eval logits under CHECKPOINTS/<case>/")
     parser.add_argument("cases", nargs="*")
     args = parser.parse_args()
     train_module = env.enter_repository(args.repo, args.dassl)
@@ -250,7 +252,7 @@ def main() -> None:
         env.fp32_clip("trainers.promptsrc")
     images = load_file(str(args.inputs))["images"]
     for name in args.cases:
-        run_case(name, case_table.CASES[name], train_module, args.repo, images, args.out)
+        run_case(name, case_table.CASES[name], train_module, args.repo, images, args.out, args.checkpoints)
     if args.released_configs:
         wanted, out = args.released_configs
         out.write_text(json.dumps(released_configs(train_module, args.repo, json.loads(wanted.read_text())), indent=1))

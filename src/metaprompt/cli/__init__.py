@@ -14,7 +14,7 @@ from .. import runlog
 from ..errors import MetapromptError, PeerError
 from .common import resolve_datasets
 
-COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "interpret", "data", "run", "report", "world", "demo"]
+COMMAND_MODULES = ["train", "config", "eval", "predict", "export", "interpret", "import_checkpoint", "data", "run", "report", "world", "demo"]
 DEBUG_ENV = "METAPROMPT_DEBUG"
 
 

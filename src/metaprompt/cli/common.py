@@ -63,11 +63,12 @@ def resolve_datasets(args: argparse.Namespace) -> None:
         others += [v for v in values if not is_descriptor(v)]
         if values:
             setattr(args, attr, names if isinstance(value, list) else names[0])
-    if hasattr(args, "root") and args.root is None:
-        if not named or others:
+    if getattr(args, "root", "") is None:
+        if named and not others:
+            args.root = str(DESCRIPTORS[named[0]].root.parent)  # each descriptor's reader reads its own root
+        elif not getattr(args, "root_optional", False):
             raise MetapromptError("--root is required: the data root, the folder holding the dataset folders "
                                   "(it may be left out when every dataset is named by a descriptor file)")
-        args.root = str(DESCRIPTORS[named[0]].root.parent)  # each descriptor's reader reads its own root
 
 
 def _descriptor_name(path: str) -> str:

@@ -1,0 +1,191 @@
+"""`metaprompt import` (issue 21, item 1): released trainers' Dassl checkpoints become artifacts whose eval logits
+equal the released model's.
+
+tests/goldens/dassl/<case>/ was written by ``python tools/parity/make_goldens.py --refs REFS``: after each trained
+case of tools/parity/cases.py, the released trainer's own ``save_model`` wrote ``<learner>/model.pth.tar-1``
+(the frozen CLIP weights left out, which the importer ignores; the pickled optimizer and LR scheduler objects
+kept) and the trained model's eval logits were recorded (``released_logits.safetensors``). Here the checkpoint
+goes through the CLI, and the artifact's logits must equal the released ones within 1e-5 of their scale.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from metaprompt.artifact import load_method, read_artifact
+from metaprompt.cli import main
+from test_parity import FIXTURE, GOLDENS, assert_equal, images
+
+CHECKPOINTS = GOLDENS / "dassl"
+CASES = sorted(p.name for p in CHECKPOINTS.iterdir()) if CHECKPOINTS.is_dir() else []
+
+
+def released(name: str) -> tuple[dict, torch.Tensor]:
+    with safe_open(str(CHECKPOINTS / name / "released_logits.safetensors"), framework="pt") as f:
+        return json.loads(f.metadata()["case"]), f.get_tensor("logits")
+
+
+@pytest.fixture(scope="module")
+def fixture_files(tmp_path_factory) -> tuple[str, str]:
+    """The fixture CLIP's model config and its OpenAI-format weights file."""
+    pt = tmp_path_factory.mktemp("fixture") / "tiny_openai_clip.pt"
+    with gzip.open(f"{FIXTURE}.pt.gz", "rb") as src, open(pt, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return f"{FIXTURE}.json", str(pt)
+
+
+def import_argv(path: Path | str, spec: dict, fixture: tuple[str, str], out: Path, *extra: str) -> list[str]:
+    sets = [arg for key, value in spec["config"].items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    return ["import", str(path), "--method", spec["method"], "--model", fixture[0], "--pretrained", fixture[1],
+            "--classnames", ",".join(spec["classes"]), "--dataset", spec["dataset"], *sets, "--out", str(out), *extra]
+
+
+def test_every_released_method_has_a_checkpoint_golden():
+    methods = {released(name)[0]["method"] for name in CASES}
+    assert methods == {"coop", "cocoop", "kgcoop", "vpt", "ivlp", "maple", "promptsrc", "metaprompt"}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_an_imported_checkpoint_gives_the_released_models_logits(name, fixture_files, tmp_path, capsys):
+    spec, logits = released(name)
+    out = tmp_path / "prompts.safetensors"
+    assert main(import_argv(CHECKPOINTS / name, spec, fixture_files, out)) == 0, capsys.readouterr().err
+    method = load_method(out, model=fixture_files[0], pretrained=fixture_files[1])
+    with method.evaluation():
+        ours = method.model_inference(images(spec.get("eval", list(range(4)))))
+    assert_equal(ours, logits, f"{name}: the imported artifact's eval logits")
+    origin = json.loads(read_artifact(out).extra["imported_from"])
+    assert origin["path"].endswith("model.pth.tar-1") and origin["epoch"] == 1 and len(origin["sha256"]) == 64
+
+
+def copied(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / "output"
+    shutil.copytree(CHECKPOINTS / name, folder)
+    return folder
+
+
+def learner_file(folder: Path) -> Path:
+    return next(folder.glob("*/model.pth.tar-1"))
+
+
+def test_the_output_folder_is_read_as_dassl_load_model_reads_it(fixture_files, tmp_path, capsys):
+    spec, _ = released("coop_end")
+    folder = copied("coop_end", tmp_path)
+    assert main(import_argv(folder, spec, fixture_files, tmp_path / "a.safetensors", "--epoch", "2")) == 2
+    err = capsys.readouterr().err
+    assert f"no model.pth.tar-2 in {folder / 'prompt_learner'}" in err and "found model.pth.tar-1" in err
+    best = learner_file(folder).with_name("model-best.pth.tar")
+    shutil.copy(learner_file(folder), best)
+    shutil.copy(learner_file(folder), learner_file(folder).with_name("model.pth.tar-5"))
+    assert main(import_argv(folder, spec, fixture_files, tmp_path / "b.safetensors")) == 0
+    assert json.loads(read_artifact(tmp_path / "b.safetensors").extra["imported_from"])["path"] == str(best)
+    assert main(import_argv(folder / "prompt_learner" / "model.pth.tar-5", spec, fixture_files,
+                            tmp_path / "c.safetensors")) == 0
+
+
+def test_code_a_checkpoint_names_is_never_run(fixture_files, tmp_path, capsys):
+    """A checkpoint whose pickle calls os.system when unpickled: the import reads its tensors and runs nothing."""
+    spec, _ = released("coop_end")
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    state = torch.load(learner_file(CHECKPOINTS / "coop_end"), weights_only=False)  # our own golden, trusted
+    state["scheduler"] = {"successor": Payload()}
+    hostile = tmp_path / "model.pth.tar-1"
+    torch.save(state, hostile, pickle_protocol=2)
+    assert main(import_argv(hostile, spec, fixture_files, tmp_path / "p.safetensors")) == 0
+    assert not marker.exists()
+
+
+def test_a_full_checkpoint_with_clips_weights_imports_the_same(fixture_files, tmp_path, capsys):
+    """Released VPT / IVLP / MaPLe / PromptSRC / MetaPrompt files hold all of CLIP beside the prompts (the
+    goldens leave it out): its weights are ignored, the prompts taken."""
+    spec, logits = released("vpt")
+    state = torch.load(learner_file(CHECKPOINTS / "vpt"), weights_only=False)  # our own golden, trusted
+    clip_weights = torch.load(fixture_files[1], weights_only=False, map_location="cpu")
+    clip_weights = clip_weights.state_dict() if hasattr(clip_weights, "state_dict") else clip_weights
+    state["state_dict"] |= {f"image_encoder.{k[len('visual.'):]}": v for k, v in clip_weights.items()
+                            if k.startswith("visual.")}
+    state["state_dict"] |= {f"text_encoder.{k}": v for k, v in clip_weights.items() if k.startswith("transformer.")}
+    full = tmp_path / "model.pth.tar-1"
+    torch.save(state, full)
+    assert len(state["state_dict"]) > 50
+    out = tmp_path / "p.safetensors"
+    assert main(import_argv(full, spec, fixture_files, out)) == 0, capsys.readouterr().err
+    method = load_method(out, model=fixture_files[0], pretrained=fixture_files[1])
+    with method.evaluation():
+        ours = method.model_inference(images(spec.get("eval", list(range(4)))))
+    assert_equal(ours, logits, "vpt imported from a full checkpoint")
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"not a checkpoint", "not a readable torch checkpoint"),
+    (None, "not a Dassl checkpoint (expected a dict whose 'state_dict' maps parameter names to tensors"),
+])
+def test_a_file_that_is_no_dassl_checkpoint_is_one_line(content, expected, fixture_files, tmp_path, capsys):
+    spec, _ = released("coop_end")
+    path = tmp_path / "model.pth.tar-1"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    assert main(import_argv(path, spec, fixture_files, tmp_path / "p.safetensors")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and expected in err, err
+
+
+def test_another_methods_checkpoint_and_a_disagreeing_option_are_one_line(fixture_files, tmp_path, capsys):
+    spec, _ = released("vpt")
+    coop = {**spec, "method": "coop", "config": {}}
+    assert main(import_argv(learner_file(CHECKPOINTS / "vpt"), coop, fixture_files, tmp_path / "a.safetensors")) == 2
+    assert "no trained tensor of coop's released trainer (expected keys such as prompt_learner.ctx" in \
+        capsys.readouterr().err
+    spec, _ = released("ivlp")
+    disagreeing = {**spec, "config": {**spec["config"], "text_depth": 5}}
+    assert main(import_argv(CHECKPOINTS / "ivlp", disagreeing, fixture_files, tmp_path / "b.safetensors")) == 2
+    err = capsys.readouterr().err
+    assert "--set text_depth=5 disagrees with the checkpoint" in err and "whose tensors have text_depth=3" in err
+
+
+def test_the_safe_reader_makes_no_call_a_pickle_names_and_keeps_plain_containers():
+    from metaprompt.dassl_checkpoint import SAFE_PICKLE
+
+    class Payload:
+        def __reduce__(self):
+            return eval, ("1 / 0",)
+
+    data = pickle.dumps({"a": Payload(), "b": [1, 2]}, protocol=2)
+    loaded = SAFE_PICKLE.Unpickler(__import__("io").BytesIO(data)).load()
+    assert loaded["b"] == [1, 2] and type(loaded["b"]) is list
+    assert type(loaded["a"]).__name__ == "eval" and type(loaded["a"]).__module__ == "opaque:builtins"
+    assert loaded["a"].args == ("1 / 0",)  # what the call would have been given, kept, never called
+
+
+def test_the_class_names_can_come_from_the_dataset_as_the_released_trainer_saw_it(fixture_files, tmp_path, capsys):
+    """A released base-to-new run trained on the dataset's base classes: --dataset/--root/--classes base gives
+    them (here a descriptor's dataset: circle, square of circle, square, triangle)."""
+    from data_layouts import make_own_dataset
+    from test_descriptor import write_descriptor
+
+    make_own_dataset(tmp_path)
+    spec, _ = released("coop_end")
+    argv = import_argv(CHECKPOINTS / "coop_end", spec, fixture_files, tmp_path / "p.safetensors")
+    at = argv.index("--classnames")
+    del argv[at:at + 2]
+    argv[argv.index("--dataset") + 1] = str(write_descriptor(tmp_path))
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_artifact(tmp_path / "p.safetensors").classnames == ["circle", "square"]
+    del argv[argv.index("--dataset"):argv.index("--dataset") + 2]
+    assert main(argv) == 2
+    assert "the class names are needed: give --dataset NAME --root DATA" in capsys.readouterr().err
