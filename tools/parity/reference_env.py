@@ -172,6 +172,22 @@ def no_half_rounding() -> Iterator[None]:
         torch.Tensor.half = original
 
 
+@contextlib.contextmanager
+def half_rounding_in_fp32() -> Iterator[None]:
+    """``Tensor.half()`` of an fp32 tensor rounds its values to fp16 and keeps fp32: the released rounding's effect
+    on the values, where the released dtype mix cannot run (PromptSRC's fp32 frozen logits: fp32 @ fp16)."""
+    original = torch.Tensor.half
+
+    def half(self, *args, **kwargs):
+        return original(self, *args, **kwargs).float() if self.dtype == torch.float32 else original(self, *args, **kwargs)
+
+    torch.Tensor.half = half
+    try:
+        yield
+    finally:
+        torch.Tensor.half = original
+
+
 def fp32_clip(trainer_module: str) -> None:
     """The trainer module's ``load_clip_to_cpu`` returns CLIP in fp32 (see the module docstring): CoOp's
     ZeroshotCLIP, and KgCoOp's second CLIP for its hand-crafted features, keep OpenAI's fp16 as loaded."""

@@ -24,6 +24,11 @@ import cases as case_table  # noqa: E402
 import reference_env as env  # noqa: E402
 from metaprompt.dassl_checkpoint import RELEASED_NAMES, released_target, stacked  # noqa: E402
 
+HALF_ROUNDING = "none"
+"""The released fp32 paths' ``.half()`` of fp32 tensors: ``none`` (the goldens: ``env.no_half_rounding``, the fp32
+computation this project does), ``released`` (as the released code runs), or ``values`` (values rounded to fp16,
+dtype kept: ``env.half_rounding_in_fp32``). rounding_worker.py compares them."""
+
 TRAINER_METHODS = {"CoOp": "coop", "CoCoOp": "cocoop", "VPT": "vpt", "IVLP": "ivlp", "MaPLe": "maple",
                    "KgCoOp": "kgcoop", "PromptSRC": "promptsrc", "Meta_B2N": "metaprompt", "Meta_DG": "metaprompt"}
 """Released trainer -> this project's method, whose released parameter names metaprompt.dassl_checkpoint maps
@@ -143,8 +148,9 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
     params = trainable(t.model, rules) if rules else {}
     tensors = {f"init.{k}": v for k, v in ours(params).items()}
     def rounding():
-        return env.no_half_rounding() if spec["repo"] in (case_table.MMPL, case_table.PROMPTSRC) \
-            else contextlib.nullcontext()
+        if spec["repo"] not in (case_table.MMPL, case_table.PROMPTSRC) or HALF_ROUNDING == "released":
+            return contextlib.nullcontext()
+        return env.no_half_rounding() if HALF_ROUNDING == "none" else env.half_rounding_in_fp32()
 
     t.set_model_mode("eval") if params else None
     with torch.no_grad(), rounding():
