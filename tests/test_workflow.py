@@ -679,6 +679,10 @@ def test_report_paper_puts_the_published_numbers_beside_the_measured_ones(tmp_pa
     pacs = dict(dg.rows)["metaprompt 1-shot"][:3]
     assert [c.mean for c in pacs] == pytest.approx([PUBLISHED_DG[("metaprompt", 1)]["pacs"], 95.0,
                                                     95.0 - PUBLISHED_DG[("metaprompt", 1)]["pacs"]])
+    kgcoop = build_report([b2n_result(1, 80.0, 70.0, dataset="dtd", name="kgcoop", method="kgcoop")],
+                          paper=True).tables[-1]
+    assert dict(kgcoop.rows)["kgcoop"][0].mean == 80.73  # the KgCoOp README's average, named as the source
+    assert "kgcoop: Yao et al., KgCoOp, CVPR 2023" in kgcoop.note and "Zhao et al." not in kgcoop.note
     for seed_dir in ("a", "b"):
         (tmp_path / seed_dir).mkdir()
     (tmp_path / "a" / "result.json").write_text(json.dumps(results[0]))

@@ -28,7 +28,7 @@ from statistics import fmean, pstdev
 from typing import Callable, Iterable
 
 from .benchmark import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, METHOD_ORDER,
-                        PAPER, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG, harmonic_mean)
+                        PAPER, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG, PUBLISHED_ELSEWHERE, harmonic_mean)
 from .errors import MetapromptError
 
 FORMATS = ("md", "csv", "latex")
@@ -200,8 +200,11 @@ def paper_tables(results: list[dict]) -> list[Table]:
             rows.append((label, [cell for paper, measured in zip(published, average[3 * k:3 * k + 3])
                                  for cell in _beside(paper, measured)]))
         columns = [f"{c}{part}" for c in B2N_METRICS for part in (" (paper)", "", " Δ")]
+        methods = {method_of[label] for label, _ in rows}
+        sources = [PAPER] * bool(methods - set(PUBLISHED_ELSEWHERE)) + [
+            f"{m}: {source}" for m, (_, source) in PUBLISHED_ELSEWHERE.items() if m in methods]
         tables.append(Table("Base-to-new, average over the 11 datasets: published vs measured", "method", columns,
-                            rows, note=f"published: {PAPER}; Δ = measured - published; "
+                            rows, note=f"published: {'; '.join(sources)}; Δ = measured - published; "
                                        + (_partial_note(average, "datasets") or "every dataset measured"),
                             protocol="base2new"))
     dg = [r for r in results if r["protocol"] == "dg" and (r["method"], r["shots"]) in PUBLISHED_DG]

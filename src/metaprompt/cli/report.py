@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"where to write the figure (default: DIR/{FIGURE_NAME})")
     p.add_argument("--paper", action="store_true",
                    help="also put the published numbers (the MetaPrompt paper's base-to-new averages and domain-"
-                        "generalisation table) beside the measured ones, with the difference")
+                        "generalisation table; KgCoOp's, VPT's and IVLP's averages from their repositories) beside "
+                        "the measured ones, with the difference")
     spread = p.add_mutually_exclusive_group()
     spread.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
     spread.add_argument("--ci95", action="store_true",
