@@ -151,6 +151,10 @@ def test_another_methods_checkpoint_and_a_disagreeing_option_are_one_line(fixtur
     assert main(import_argv(learner_file(CHECKPOINTS / "vpt"), coop, fixture_files, tmp_path / "a.safetensors")) == 2
     assert "no trained tensor of coop's released trainer (expected keys such as prompt_learner.ctx" in \
         capsys.readouterr().err
+    assert main(import_argv(CHECKPOINTS / "vpt", {**coop, "method": "zeroshot"}, fixture_files,
+                            tmp_path / "z.safetensors")) == 2
+    assert "--method zeroshot: expected the method whose released trainer wrote the checkpoint, one of coop" in \
+        capsys.readouterr().err
     spec, _ = released("ivlp")
     disagreeing = {**spec, "config": {**spec["config"], "text_depth": 5}}
     assert main(import_argv(CHECKPOINTS / "ivlp", disagreeing, fixture_files, tmp_path / "b.safetensors")) == 2

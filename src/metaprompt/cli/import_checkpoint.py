@@ -42,13 +42,14 @@ def command(args: argparse.Namespace) -> int:
     from ..artifact import save_artifact
     from ..clip import load_clip
     from ..config import parse_set, resolve
-    from ..dassl_checkpoint import find_checkpoint, read_checkpoint, released_tensors, shape_options
+    from ..dassl_checkpoint import LEARNER_FOLDERS, find_checkpoint, read_checkpoint, released_tensors, shape_options
     from ..data.base import template_key
     from ..errors import MetapromptError
     from ..methods import build_method
 
-    if args.method is None:
-        raise MetapromptError("--method is required: the method whose released trainer wrote the checkpoint")
+    if args.method not in LEARNER_FOLDERS:
+        raise MetapromptError(f"--method {args.method}: expected the method whose released trainer wrote the "
+                              f"checkpoint, one of {', '.join(LEARNER_FOLDERS)}")
     classnames = _classnames(args)
     path = find_checkpoint(args.path, args.method, args.epoch)
     checkpoint = read_checkpoint(path)
