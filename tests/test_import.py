@@ -129,6 +129,23 @@ def test_a_full_checkpoint_with_clips_weights_imports_the_same(fixture_files, tm
     assert_equal(ours, logits, "vpt imported from a full checkpoint")
 
 
+@pytest.mark.parametrize("name", ["coop_end", "maple"])
+def test_a_checkpoint_trained_on_another_clip_is_one_line(name, fixture_files, tmp_path, capsys):
+    """A Dassl checkpoint does not name its backbone, but the prompt learners save the start token's embedding
+    (token_prefix): another CLIP's (here: the fixture's, perturbed) is refused."""
+    spec, _ = released(name)
+    path = learner_file(CHECKPOINTS / name)
+    state = torch.load(path, weights_only=False)  # our own golden, trusted
+    key = next(k for k in state["state_dict"] if k.endswith("token_prefix"))
+    state["state_dict"][key] = state["state_dict"][key] + 0.05 * state["state_dict"][key].abs().max()
+    other = tmp_path / "model.pth.tar-1"
+    torch.save(state, other)
+    assert main(import_argv(other, spec, fixture_files, tmp_path / "p.safetensors")) == 2
+    err = capsys.readouterr().err
+    assert "its token_prefix (the start token's embedding in the CLIP it was trained on) differs from" in err
+    assert "pass its --model / --pretrained" in err
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"not a checkpoint", "not a readable torch checkpoint"),
     (None, "not a Dassl checkpoint (expected a dict whose 'state_dict' maps parameter names to tensors"),

@@ -239,3 +239,32 @@ def shape_options(method: str, tensors: dict[str, torch.Tensor]) -> dict[str, ob
     if "class_text_prompts" in tensors:
         options |= {"n_ctx": int(tensors["class_text_prompts"].shape[1]), "class_specific": True}
     return options
+
+
+# ---------------------------------------------------------------- whose CLIP the checkpoint was trained on
+
+PREFIX_KEYS = ("token_prefix", "prompt_learner.token_prefix")
+PREFIX_TOLERANCE = 1e-2
+"""Of the embedding's scale: a released fp16 checkpoint rounds it (about 5e-4); another CLIP's differs wholly."""
+
+
+def check_start_token(checkpoint: DasslCheckpoint, clip, model: str) -> None:
+    """The released prompt learners save ``token_prefix``, the start token's embedding in their CLIP, beside the
+    prompts: where the checkpoint has it, it must be ``clip``'s (else the prompts were trained on another model,
+    whose name no Dassl checkpoint records)."""
+    saved = next((checkpoint.state_dict[k] for k in PREFIX_KEYS if k in checkpoint.state_dict), None)
+    if saved is None or saved.dim() != 3:
+        return
+    tokens = clip.tokenize([""])[:, :1]
+    with torch.no_grad():
+        ours = clip.token_embeddings(tokens)[0, 0].float().cpu()
+    theirs = saved[0, 0].float()
+    if theirs.shape != ours.shape:
+        raise MetapromptError(f"{checkpoint.path}: its token embeddings are {theirs.shape[0]} wide, {model}'s "
+                              f"{ours.shape[0]}: the checkpoint was trained on another CLIP; pass its --model / "
+                              "--pretrained")
+    error = float((theirs - ours).abs().max() / ours.abs().max().clamp(min=1e-12))
+    if error > PREFIX_TOLERANCE:
+        raise MetapromptError(f"{checkpoint.path}: its token_prefix (the start token's embedding in the CLIP it was "
+                              f"trained on) differs from {model}'s by {error:.1e} of its scale: the checkpoint was "
+                              "trained on another CLIP; pass its --model / --pretrained")

@@ -42,7 +42,8 @@ def command(args: argparse.Namespace) -> int:
     from ..artifact import save_artifact
     from ..clip import load_clip
     from ..config import parse_set, resolve
-    from ..dassl_checkpoint import LEARNER_FOLDERS, find_checkpoint, read_checkpoint, released_tensors, shape_options
+    from ..dassl_checkpoint import (LEARNER_FOLDERS, check_start_token, find_checkpoint, read_checkpoint,
+                                    released_tensors, shape_options)
     from ..data.base import template_key
     from ..errors import MetapromptError
     from ..methods import build_method
@@ -64,6 +65,7 @@ def command(args: argparse.Namespace) -> int:
                                   f"({path}), whose tensors have {assignment}")
     cfg = resolve(args.method, args.preset, [*args.sets, *fixed], args.model, args.pretrained)
     clip = load_clip(cfg.model, cfg.pretrained, device=device_of(args), precision=cfg.train.precision)
+    check_start_token(checkpoint, clip, f"{cfg.model} ({cfg.pretrained})")
     method = build_method(cfg.method, clip, classnames, cfg.method_config,
                           dataset=template_key(args.dataset) if args.dataset else "default")
     method.load_trained_tensors(tensors, source=str(path))
