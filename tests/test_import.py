@@ -48,6 +48,13 @@ def import_argv(path: Path | str, spec: dict, fixture: tuple[str, str], out: Pat
             "--classnames", ",".join(spec["classes"]), "--dataset", spec["dataset"], *sets, "--out", str(out), *extra]
 
 
+def imported_logits(artifact: Path, spec: dict, fixture: tuple[str, str]) -> torch.Tensor:
+    """The eval logits of the imported artifact on the case's images (the fixture CLIP's weights named)."""
+    method = load_method(artifact, model=fixture[0], pretrained=fixture[1])
+    with method.evaluation():
+        return method.model_inference(images(spec.get("eval", list(range(4)))))
+
+
 def test_every_released_method_has_a_checkpoint_golden():
     methods = {released(name)[0]["method"] for name in CASES}
     assert methods == {"coop", "cocoop", "kgcoop", "vpt", "ivlp", "maple", "promptsrc", "metaprompt"}
@@ -58,10 +65,7 @@ def test_an_imported_checkpoint_gives_the_released_models_logits(name, fixture_f
     spec, logits = released(name)
     out = tmp_path / "prompts.safetensors"
     assert main(import_argv(CHECKPOINTS / name, spec, fixture_files, out)) == 0, capsys.readouterr().err
-    method = load_method(out, model=fixture_files[0], pretrained=fixture_files[1])
-    with method.evaluation():
-        ours = method.model_inference(images(spec.get("eval", list(range(4)))))
-    assert_equal(ours, logits, f"{name}: the imported artifact's eval logits")
+    assert_equal(imported_logits(out, spec, fixture_files), logits, f"{name}: the imported artifact's eval logits")
     origin = json.loads(read_artifact(out).extra["imported_from"])
     assert origin["path"].endswith("model.pth.tar-1") and origin["epoch"] == 1 and len(origin["sha256"]) == 64
 
@@ -123,10 +127,7 @@ def test_a_full_checkpoint_with_clips_weights_imports_the_same(fixture_files, tm
     assert len(state["state_dict"]) > 50
     out = tmp_path / "p.safetensors"
     assert main(import_argv(full, spec, fixture_files, out)) == 0, capsys.readouterr().err
-    method = load_method(out, model=fixture_files[0], pretrained=fixture_files[1])
-    with method.evaluation():
-        ours = method.model_inference(images(spec.get("eval", list(range(4)))))
-    assert_equal(ours, logits, "vpt imported from a full checkpoint")
+    assert_equal(imported_logits(out, spec, fixture_files), logits, "vpt imported from a full checkpoint")
 
 
 @pytest.mark.parametrize("name", ["coop_end", "maple"])
