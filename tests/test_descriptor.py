@@ -125,6 +125,7 @@ BAD = [
     ({"splits": {"train": "train.txt", "test": "test"}}, "splits.train 'train.txt': expected one list per domain: put {domain}"),
     ({"classnames": [], "splits": {"train": "{domain}.txt", "test": "test"}}, "splits given as list files need classnames"),
     ({"root": "nowhere"}, "is not a folder (expected the dataset's images)"),
+    ({"domains": [], "splits": {"train": "photo", "test": "photo/."}}, "splits.train and splits.test are both"),
     ({"classnames": ["circle", "square"]}, "not one of the classes of"),
     ({"first_label": "1"}, "first_label must be a int, got '1'"),
 ]

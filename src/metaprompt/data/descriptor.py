@@ -166,6 +166,10 @@ def _splits(path: Path, splits: dict, has_domains: bool) -> dict[str, str]:
             expected = ("one list per domain: put {domain} in its path" if has_domains
                         else "no {domain} in its path: the descriptor lists no domains")
             raise MetapromptError(f"{path}: splits.{split} {where!r}: expected {expected}")
+    if not has_domains and Path(splits["train"]) == Path(splits["test"]):
+        raise MetapromptError(f"{path}: splits.train and splits.test are both {splits['test']!r}: the test images "
+                              "would be trained on; expected separate splits (with domains, leave-one-domain-out "
+                              "tests on the held-out domain, so one folder may serve both there)")
     return dict(splits)
 
 
