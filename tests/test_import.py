@@ -211,3 +211,13 @@ def test_the_class_names_can_come_from_the_dataset_as_the_released_trainer_saw_i
     del argv[argv.index("--dataset"):argv.index("--dataset") + 2]
     assert main(argv) == 2
     assert "the class names are needed: give --dataset NAME --root DATA" in capsys.readouterr().err
+
+
+def test_the_preset_names_the_method_when_method_is_left_out(fixture_files, tmp_path, capsys):
+    spec, logits = released("maple")
+    argv = import_argv(CHECKPOINTS / "maple", spec, fixture_files, tmp_path / "p.safetensors")
+    at = argv.index("--method")
+    argv[at:at + 2] = ["--preset", "maple_b2n"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_artifact(tmp_path / "p.safetensors").method == "maple"
+    assert_equal(imported_logits(tmp_path / "p.safetensors", spec, fixture_files), logits, "maple via its preset")

@@ -40,43 +40,67 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from ..artifact import save_artifact
-    from ..clip import load_clip
-    from ..config import parse_set, resolve
-    from ..dassl_checkpoint import (LEARNER_FOLDERS, check_start_token, find_checkpoint, read_checkpoint,
-                                    released_tensors, shape_options)
-    from ..data.base import template_key
-    from ..errors import MetapromptError
-    from ..methods import build_method
+    from ..config import resolve
+    from ..dassl_checkpoint import find_checkpoint, read_checkpoint, released_tensors
 
-    if args.method not in LEARNER_FOLDERS:
-        raise MetapromptError(f"--method {args.method}: expected the method whose released trainer wrote the "
-                              f"checkpoint, one of {', '.join(LEARNER_FOLDERS)}")
-    classnames = _classnames(args)
-    path = find_checkpoint(args.path, args.method, args.epoch)
-    checkpoint = read_checkpoint(path)
-    tensors = released_tensors(checkpoint, args.method)
     base = resolve(args.method, args.preset, args.sets, args.model, args.pretrained)
-    given = dict(parse_set(base, s) for s in args.sets)
-    fixed = [f"{k}={json.dumps(v)}" for k, v in shape_options(args.method, tensors).items()]
-    for assignment in fixed:
-        key, value = parse_set(base, assignment)
-        if key in given and given[key] != value:
-            raise MetapromptError(f"--set {key.rsplit('.', 1)[-1]}={given[key]} disagrees with the checkpoint "
-                                  f"({path}), whose tensors have {assignment}")
-    cfg = resolve(args.method, args.preset, [*args.sets, *fixed], args.model, args.pretrained)
-    clip = load_clip(cfg.model, cfg.pretrained, device=device_of(args), precision=cfg.train.precision)
-    check_start_token(checkpoint, clip, f"{cfg.model} ({cfg.pretrained})")
-    method = build_method(cfg.method, clip, classnames, cfg.method_config,
-                          dataset=template_key(args.dataset) if args.dataset else "default")
+    name = _released_method(base.method)
+    classnames = _classnames(args)
+    path = find_checkpoint(args.path, name, args.epoch)
+    checkpoint = read_checkpoint(path)
+    tensors = released_tensors(checkpoint, name)
+    fixed = _fixed_by_shapes(base, args.sets, tensors, path)
+    cfg = resolve(name, args.preset, [*args.sets, *fixed], args.model, args.pretrained)
+    method = _built(cfg, args, classnames, checkpoint)
     method.load_trained_tensors(tensors, source=str(path))
     origin = {"path": str(path.resolve()), "sha256": checkpoint.sha256, "epoch": checkpoint.epoch,
               "val_result": checkpoint.val_result}
     save_artifact(args.out, method, extra={"imported_from": json.dumps(origin)})
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(tensors.items()))
-    print(f"imported {cfg.method} from {path} (epoch {checkpoint.epoch}, val_result {checkpoint.val_result}): "
+    print(f"imported {name} from {path} (epoch {checkpoint.epoch}, val_result {checkpoint.val_result}): "
           f"{shapes}; {', '.join(fixed)} from its shapes")
-    print(f"wrote {args.out}; evaluate it with: metaprompt eval --prompts {args.out} --dataset NAME --root DATA")
+    data = f"--dataset {args.dataset} --root {args.root}" if args.dataset and args.root else "--dataset NAME --root DATA"
+    print(f"wrote {args.out}; evaluate it with: metaprompt eval --prompts {args.out} {data} --classes new")
     return 0
+
+
+def _released_method(method: str) -> str:
+    from ..dassl_checkpoint import LEARNER_FOLDERS
+    from ..errors import MetapromptError
+
+    if method not in LEARNER_FOLDERS:
+        raise MetapromptError(f"--method {method}: expected the method whose released trainer wrote the "
+                              f"checkpoint, one of {', '.join(LEARNER_FOLDERS)}")
+    return method
+
+
+def _fixed_by_shapes(base, sets: list[str], tensors: dict, path) -> list[str]:
+    """``key=value`` of every option the tensors' shapes fix; a ``--set`` that says otherwise is refused."""
+    from ..config import parse_set
+    from ..dassl_checkpoint import shape_options
+    from ..errors import MetapromptError
+
+    given = dict(parse_set(base, s) for s in sets)
+    fixed = [f"{k}={json.dumps(v)}" for k, v in shape_options(base.method, tensors).items()]
+    for assignment in fixed:
+        key, value = parse_set(base, assignment)
+        if key in given and given[key] != value:
+            raise MetapromptError(f"--set {key.rsplit('.', 1)[-1]}={given[key]} disagrees with the checkpoint "
+                                  f"({path}), whose tensors have {assignment}")
+    return fixed
+
+
+def _built(cfg, args: argparse.Namespace, classnames: list[str], checkpoint):
+    """The method on the chosen CLIP, which must be the one the checkpoint was trained on where it can tell."""
+    from ..clip import load_clip
+    from ..dassl_checkpoint import check_start_token
+    from ..data.base import template_key
+    from ..methods import build_method
+
+    clip = load_clip(cfg.model, cfg.pretrained, device=device_of(args), precision=cfg.train.precision)
+    check_start_token(checkpoint, clip, f"{cfg.model} ({cfg.pretrained})")
+    return build_method(cfg.method, clip, classnames, cfg.method_config,
+                        dataset=template_key(args.dataset) if args.dataset else "default")
 
 
 def _classnames(args: argparse.Namespace) -> list[str]:
