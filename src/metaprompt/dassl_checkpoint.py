@@ -169,7 +169,13 @@ def read_checkpoint(path: str | Path) -> DasslCheckpoint:
     epoch, val = data.get("epoch"), data.get("val_result")
     return DasslCheckpoint(path, dict(state), epoch if isinstance(epoch, int) else None,
                            float(val) if isinstance(val, (int, float)) else None,
-                           hashlib.sha256(path.read_bytes()).hexdigest())
+                           _sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, read in chunks (released files reach 800 MB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def find_checkpoint(path: str | Path, method: str, epoch: int | None = None) -> Path:

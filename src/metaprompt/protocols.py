@@ -36,7 +36,8 @@ from .config import RunConfig
 from .data.base import DatasetSplits
 from .data.descriptor import DESCRIPTORS, descriptor_settings
 from .data.fewshot import dg_source_test
-from .data.registry import DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of, known_datasets, register_plugins
+from .data.registry import (DATASET_FOLDERS, DATASETS, build_dataset, describe_folders, folder_of, known_datasets,
+                            register_plugins)
 from .errors import MetapromptError
 from .costs import trainable_parameters
 from .evaluation import EvalResult, class_details, evaluate_sharded

@@ -50,7 +50,8 @@ run dg's, whose --targets are domains, sets its own ``dataset_args``)."""
 def resolve_datasets(args: argparse.Namespace) -> None:
     """Register every dataset descriptor file the command names (``--dataset mydata.yaml``) and put its dataset's
     name in its place, so that folders, records and tables use the name; a left-out ``--root`` is taken from the
-    descriptor (whose reader reads its own root). A command that needs a data root and named no descriptor must be given ``--root``."""
+    descriptor (whose reader reads its own root). A command that needs a data root and named no descriptor must
+    be given ``--root``."""
     from ..data.descriptor import DESCRIPTORS, is_descriptor
 
     runlog.dataset_files.clear()

@@ -93,7 +93,8 @@ def register_descriptor(path: str | Path) -> str:
 def load_descriptor(path: str | Path) -> Descriptor:
     """The descriptor in file ``path``, every field checked (one line naming the file and field when wrong)."""
     path = absolute(path)
-    data = _mapping(path)
+    raw = _read(path)
+    data = _mapping(path, raw)
     for key, value in data.items():
         if key not in KEYS:
             raise MetapromptError(f"{path}: unknown key {key!r}; a dataset descriptor takes {', '.join(KEYS)}")
@@ -111,17 +112,21 @@ def load_descriptor(path: str | Path) -> Descriptor:
     descriptor = Descriptor(path=path, name=name, root=absolute(root if root.is_absolute() else path.parent / root),
                             splits=_splits(path, data["splits"], bool(domains)), classnames=classnames,
                             domains=domains, first_label=data.get("first_label", 0),
-                            sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+                            sha256=hashlib.sha256(raw).hexdigest())
     if not descriptor.classnames and any(descriptor.is_list(s) for s in descriptor.splits):
         raise MetapromptError(f"{path}: splits given as list files need classnames (the names their labels index)")
     return descriptor
 
 
-def _mapping(path: Path) -> dict:
+def _read(path: Path) -> bytes:
     if not path.is_file():
         raise MetapromptError(f"dataset descriptor {path} not found (expected a YAML file with name, root and splits)")
+    return path.read_bytes()
+
+
+def _mapping(path: Path, raw: bytes) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise MetapromptError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML dataset descriptor") from None
     except yaml.YAMLError as err:
