@@ -221,3 +221,49 @@ def test_the_preset_names_the_method_when_method_is_left_out(fixture_files, tmp_
     assert main(argv) == 0, capsys.readouterr().err
     assert read_artifact(tmp_path / "p.safetensors").method == "maple"
     assert_equal(imported_logits(tmp_path / "p.safetensors", spec, fixture_files), logits, "maple via its preset")
+
+
+def test_a_sweep_evaluates_released_checkpoints_instead_of_training(fixture_files, tmp_path, capsys):
+    """`run base2new --released-checkpoints PATTERN`: each run takes its seed's released checkpoint (here MaPLe's
+    golden, laid out as PromptSRC / MaPLe publish theirs: <dataset>/base/seed<N>/<learner>/), is tested as a
+    trained run is, records where its prompts came from, and is a column of its own in the report."""
+    from data_layouts import make_own_dataset
+    from metaprompt.dassl_checkpoint import read_checkpoint, released_tensors
+    from test_descriptor import write_descriptor
+
+    make_own_dataset(tmp_path)
+    dataset = str(write_descriptor(tmp_path, domains=[], root="shapes/photo"))
+    for seed in (1, 2):
+        shutil.copytree(CHECKPOINTS / "maple", tmp_path / "weights" / "shapes" / "base" / f"seed{seed}")
+    out = tmp_path / "results"
+    argv = ["run", "base2new", "--method", "maple", "--model", fixture_files[0], "--pretrained", fixture_files[1],
+            "--datasets", dataset, "--seeds", "1", "2", "--out", str(out), "--no-progress", "--workers", "0",
+            "--released-checkpoints", str(tmp_path / "weights" / "{dataset}" / "base" / "seed{seed}")]
+    assert main([*argv, "--set", "depth=2"]) == 2
+    err = capsys.readouterr().err
+    assert "its prompts have depth=3, this run's config depth=2: pass --set depth=3" in err, err
+    assert main([*argv, "--set", "depth=3"]) == 0, capsys.readouterr().err
+    expected = released_tensors(read_checkpoint(learner_file(CHECKPOINTS / "maple")), "maple")
+    for seed in (1, 2):
+        folder = out / "base2new" / "maple-released" / "shapes" / f"seed{seed}"
+        result = json.loads((folder / "result.json").read_text())
+        assert set(result["metrics"]) == {"base", "new", "hm"}
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["train_steps"] == 0 and metrics["imported_from"]["path"].endswith("model.pth.tar-1")
+        artifact = read_artifact(folder / "prompts.safetensors")
+        assert json.loads(artifact.extra["imported_from"])["sha256"] == metrics["imported_from"]["sha256"]
+        for key, tensor in expected.items():
+            assert torch.equal(artifact.tensors[key], tensor), key
+    capsys.readouterr()
+    assert main(["report", str(out), "--figure", str(tmp_path / "f.png")]) == 0
+    assert "maple-released† Base" in capsys.readouterr().out  # † its depth and model depart from the preset
+
+
+def test_released_checkpoints_need_a_pattern_and_a_method_with_a_released_trainer(tmp_path, capsys):
+    base = ["run", "base2new", "--model", "world-tiny", "--datasets", "dtd", "--root", str(tmp_path),
+            "--out", str(tmp_path / "o")]
+    assert main([*base, "--method", "coop", "--released-checkpoints", "w/{dataset}/{sed}"]) == 2
+    assert "--released-checkpoints 'w/{dataset}/{sed}': expected a path with {dataset}, {seed}" in \
+        capsys.readouterr().err
+    assert main([*base, "--method", "zeroshot", "--released-checkpoints", "w/{dataset}/seed{seed}"]) == 2
+    assert "with --method zeroshot: expected a method with a released prompt trainer" in capsys.readouterr().err

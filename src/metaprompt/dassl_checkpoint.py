@@ -274,3 +274,24 @@ def check_start_token(checkpoint: DasslCheckpoint, clip, model: str) -> None:
         raise MetapromptError(f"{checkpoint.path}: its token_prefix (the start token's embedding in the CLIP it was "
                               f"trained on) differs from {model}'s by {error:.1e} of its scale: the checkpoint was "
                               "trained on another CLIP; pass its --model / --pretrained")
+
+
+def origin(checkpoint: DasslCheckpoint) -> dict:
+    """Where imported prompts came from, as artifacts and run records keep it."""
+    return {"path": str(checkpoint.path.resolve()), "sha256": checkpoint.sha256, "epoch": checkpoint.epoch,
+            "val_result": checkpoint.val_result}
+
+
+def load_released(method, checkpoint: DasslCheckpoint) -> None:
+    """The checkpoint's trained tensors into ``method`` (built with the options the checkpoint's shapes need, on
+    the CLIP it was trained on, which the start token checks where the checkpoint has one)."""
+    clip = method.clip
+    check_start_token(checkpoint, clip, f"{clip.source.name} ({clip.source.pretrained})")
+    tensors = released_tensors(checkpoint, method.name)
+    differing = {k: v for k, v in shape_options(method.name, tensors).items() if getattr(method.cfg, k, v) != v}
+    if differing:
+        ours = ", ".join(f"{k}={getattr(method.cfg, k)}" for k in differing)
+        sets = " ".join(f"--set {k}={v}" for k, v in differing.items())
+        raise MetapromptError(f"{checkpoint.path}: its prompts have {', '.join(f'{k}={v}' for k, v in differing.items())}"
+                              f", this run's config {ours}: pass {sets}")
+    method.load_trained_tensors(tensors, source=str(checkpoint.path))

@@ -29,6 +29,7 @@ from .checkpoint import CHECKPOINT_NAME
 from .clip import load_clip
 from .config import RunConfig, warn_departures
 from .costs import peak_memory, reset_peak_memory, trainable_parameters, with_evaluation
+from .dassl_checkpoint import load_released, origin, read_checkpoint
 from .data.base import DatasetSplits
 from .data.fewshot import draw_record, shortfall_summary, shortfalls
 from .engine import Trainer, seed_everything
@@ -75,10 +76,12 @@ def environment() -> dict:
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
-def record(cfg: RunConfig, spec: TaskSpec) -> dict:
+def record(cfg: RunConfig, spec: TaskSpec, released: Path | None = None) -> dict:
     """The configuration stored beside the results: everything needed to run it again (the task's shots and
-    seed are the run's ``train.shots`` and ``train.seed``)."""
-    return {"run": cfg.to_dict(), "task": dict(spec.__dict__)}
+    seed are the run's ``train.shots`` and ``train.seed``; ``released``: the checkpoint evaluated instead of
+    training)."""
+    return {"run": cfg.to_dict(), "task": dict(spec.__dict__),
+            **({"released_checkpoint": str(released)} if released is not None else {})}
 
 
 def check_run_folder(out: Path, stored: dict, overwrite: bool) -> None:
@@ -238,9 +241,11 @@ class TrainedRun(NamedTuple):
 def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = "cpu",
               options: ComputeOptions | None = None, progress: bool | None = True, overwrite: bool = False,
               skip_bad_images: bool = False, splits: DatasetSplits | None = None,
-              store: FeatureStore | None = None, keep_checkpoint: bool = False) -> TrainedRun:
+              store: FeatureStore | None = None, keep_checkpoint: bool = False,
+              released: Path | None = None) -> TrainedRun:
     """Train (or resume) one run into ``out`` and evaluate it on the task's test split. ``splits`` is the
-    dataset as read (read from ``spec`` when not given).
+    dataset as read (read from ``spec`` when not given). ``released``: a released trainer's checkpoint whose
+    prompts the run takes instead of training (:mod:`metaprompt.dassl_checkpoint`), recorded as such.
 
     Everything that can fail on bad input (config, data, model) is checked before anything is written; a
     failure before the first checkpoint leaves ``out`` as it was (see :func:`run_folder`). ``overwrite``
@@ -253,8 +258,9 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     seed_everything(cfg.train.seed)
     method = build_method_for_run(cfg, task, device, options or ComputeOptions(), store)
     reset_peak_memory(method.device)
-    stored = record(cfg, spec)
+    stored = record(cfg, spec, released)
     check_run_folder(out, stored, overwrite)
+    checkpoint = read_checkpoint(released) if released is not None else None
     if dist.is_main():
         warn_departures(cfg)
         note = shortfall_note(task)
@@ -265,7 +271,9 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
     with run_folder(out, stored, overwrite, task):
         start = time.perf_counter()
         trained_steps, skipped, history, trainer, selected = 0, 0, [], None, {"final_model": "last"}
-        if method.closed_form:
+        if checkpoint is not None:
+            load_released(method, checkpoint)
+        elif method.closed_form:
             history = [fit_closed_form(method, task, cfg, progress, skip_bad_images)]
         elif method.trainable_parameters() and cfg.train.epochs > 0:
             selection = Selection(method, task, cfg.train, out, skip_bad_images)
@@ -277,7 +285,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
             selected = selection.finish()
         train_seconds = time.perf_counter() - start
         if dist.is_main():
-            save_artifact(out / ARTIFACT_NAME, method)
+            imported = {"imported_from": json.dumps(origin(checkpoint))} if checkpoint is not None else None
+            save_artifact(out / ARTIFACT_NAME, method, extra=imported)
     result = evaluate_sharded(method, task.test, cfg.train.test_batch_size, cfg.train.num_workers, progress,
                               skip_bad_images, store=store)
     metrics = {"accuracy": result.accuracy, "num_test": len(result.labels), "num_classes": method.num_classes,
@@ -285,7 +294,8 @@ def train_run(cfg: RunConfig, spec: TaskSpec, out: str | Path, *, device: str = 
                "eval_seconds": result.seconds, "skipped_images": skipped + result.skipped_images,
                "shortfall": shortfall_summary(task), "history": history, "precision": method.clip.precision,
                "cost": run_cost(method, trainer, train_seconds, result), "environment": environment(),
-               "details": class_details(result, method.classnames), "selection": selected}
+               "details": class_details(result, method.classnames), "selection": selected,
+               **({"imported_from": origin(checkpoint)} if checkpoint is not None else {})}
     if dist.is_main():
         scalars.write(out, [("test/accuracy", result.accuracy, cfg.train.epochs)])
     write_json(out / METRICS_NAME, metrics)

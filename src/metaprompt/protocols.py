@@ -40,6 +40,7 @@ from .data.registry import (DATASET_FOLDERS, DATASETS, build_dataset, describe_f
                             register_plugins)
 from .errors import MetapromptError
 from .costs import trainable_parameters
+from .dassl_checkpoint import LEARNER_FOLDERS, find_checkpoint
 from .evaluation import EvalResult, class_details, evaluate_sharded
 from .experiment import (ARTIFACT_NAME, METRICS_NAME, TrainedRun, build_method_for_run, environment,
                          evaluation_cost, is_finished, read_json, run_task, train_run, write_json)
@@ -53,7 +54,8 @@ from .tasks import TaskSpec, build_task
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how the runs execute; nothing here changes a result."""
+    """Where and how the runs execute; nothing here changes a result but ``released``, which replaces training
+    by a released trainer's checkpoint (and names the runs ``<method>-released``)."""
 
     device: str = "cpu"
     options: ComputeOptions = field(default_factory=ComputeOptions)
@@ -72,6 +74,10 @@ class Runtime:
     """The sweep's store (set by the protocol runner from ``feature_store`` and the output folder)."""
     keep_checkpoint: bool = False
     """Keep each finished run's checkpoint.pt (deleted otherwise)."""
+    released: str | None = None
+    """Evaluate released trainers' checkpoints instead of training: a path with ``{dataset}``, ``{seed}`` and
+    optionally ``{shots}`` / ``{target}``, each run's output folder (or file) of the released code
+    (:func:`metaprompt.dassl_checkpoint.find_checkpoint`)."""
 
     def for_sweep(self, out: str | Path) -> "Runtime":
         """This runtime with the store of the sweep into ``out``."""
@@ -119,7 +125,7 @@ def run_base2new(cfg: RunConfig, datasets: list[str], seeds: list[int], root: st
                  runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per dataset and seed: train on the base classes, then test base images over the base classes and
     new images over the new classes. Returns every run's result (metrics ``base``, ``new``, ``hm``)."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
+    runtime, name = _started(runtime, out, name, cfg)
     read = _dataset_reader(root)
     runs = []
     for dataset in datasets:
@@ -140,7 +146,7 @@ def run_dg(cfg: RunConfig, dataset: str, seeds: list[int], root: str | Path, out
     train on ``cfg.train.shots`` shots per class per source domain, test on the target domain (metric
     ``accuracy``). With ``source_accuracy``, also test on the source domains' test images that were not
     trained on (metric ``source``), to show how much of a gain stays on the domains it was tuned on."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
+    runtime, name = _started(runtime, out, name, cfg)
     read = _dataset_reader(root)
     domains = _domains(dataset, root, read)
     targets = targets or list(domains)
@@ -168,7 +174,7 @@ def run_fewshot(cfg: RunConfig, datasets: list[str], shots: list[int], seeds: li
     """CoOp's few-shot classification: per dataset, shot count and seed, train on ``shots`` images of every
     class (the preset's variant for that shot count: CoOp's schedule per shots), test on the whole test split
     over all classes (metric ``accuracy``)."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
+    runtime, name = _started(runtime, out, name, cfg)
     read = _dataset_reader(root)
     runs = []
     for dataset in datasets:
@@ -187,7 +193,7 @@ def run_xd(cfg: RunConfig, source: str, targets: list[str], seeds: list[int], ro
            runtime: Runtime | None = None, name: str | None = None) -> list[dict]:
     """Per seed: train once on ``source`` (all classes), then test that one artifact on each target
     dataset's test split over the target's classes."""
-    runtime, name = (runtime or Runtime()).for_sweep(out), run_name(name, cfg)
+    runtime, name = _started(runtime, out, name, cfg)
     if source in targets:
         raise MetapromptError(f"--targets: {source} is the source dataset (trained on and tested in its own run); "
                               "expected target datasets other than the source")
@@ -384,10 +390,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def run_name(name: str | None, cfg: RunConfig) -> str:
+def _started(runtime: Runtime | None, out: str | Path, name: str | None, cfg: RunConfig) -> tuple[Runtime, str]:
+    """The sweep's runtime (with its feature store) and its runs' name (``<method>-released`` by default for
+    released checkpoints, which are not this project's training)."""
+    runtime = (runtime or Runtime()).for_sweep(out)
+    if runtime.released is not None:
+        if cfg.method not in LEARNER_FOLDERS:
+            raise MetapromptError(f"--released-checkpoints with --method {cfg.method}: expected a method with a released "
+                                  f"prompt trainer, one of {', '.join(LEARNER_FOLDERS)}")
+        released_path(runtime.released, cfg, TaskSpec("dataset", ""), check=False)  # the pattern, before anything
+    return runtime, run_name(name, cfg, released=runtime.released is not None)
+
+
+def run_name(name: str | None, cfg: RunConfig, released: bool = False) -> str:
     """The name of a sweep's runs in folders and tables: ``name``, a plain folder name, or the method."""
     if name is None:
-        return cfg.method
+        return f"{cfg.method}-released" if released else cfg.method
     if not name or name.startswith(".") or any(c in name for c in "/\\\0") or not name.isprintable():
         raise MetapromptError(f"--name {name!r}: expected a plain folder name (letters, digits, - _ +, not "
                               "starting with a dot, no slashes), as it names a folder under --out")
@@ -452,9 +470,22 @@ def _trained(cfg: RunConfig, spec: TaskSpec, folder: Path, splits: DatasetSplits
         task = run_task(spec, cfg, folder, overwrite=False, splits=splits)
         metrics = read_json(folder / METRICS_NAME)
         return TrainedRun(_load_trained(cfg, folder, task, runtime), metrics, task)
+    released = released_path(runtime.released, cfg, spec) if runtime.released is not None else None
     return train_run(cfg, spec, folder, device=runtime.device, options=runtime.options, progress=runtime.progress,
                      skip_bad_images=runtime.skip_bad_images, splits=splits, store=runtime.store,
-                     keep_checkpoint=runtime.keep_checkpoint)
+                     keep_checkpoint=runtime.keep_checkpoint, released=released)
+
+
+def released_path(pattern: str, cfg: RunConfig, spec: TaskSpec, check: bool = True) -> Path:
+    """The released checkpoint of the run of ``cfg`` and ``spec``: ``pattern`` filled in with the run's dataset,
+    seed, shots and target domain, read as :func:`find_checkpoint` reads a path (unless not ``check``)."""
+    try:
+        path = pattern.format(dataset=spec.dataset, seed=cfg.train.seed, shots=cfg.train.shots,
+                              target=spec.target or "")
+    except (KeyError, IndexError, ValueError) as err:
+        raise MetapromptError(f"--released-checkpoints {pattern!r}: expected a path with {{dataset}}, {{seed}} and "
+                              f"optionally {{shots}} / {{target}} ({type(err).__name__}: {err})") from None
+    return find_checkpoint(path, cfg.method) if check else Path(path)
 
 
 def _load_trained(cfg: RunConfig, folder: Path, task: DatasetSplits, runtime: Runtime) -> PromptMethod:

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def command(args: argparse.Namespace) -> int:
     from ..artifact import save_artifact
     from ..config import resolve
-    from ..dassl_checkpoint import find_checkpoint, read_checkpoint, released_tensors
+    from ..dassl_checkpoint import find_checkpoint, load_released, origin, read_checkpoint, released_tensors
 
     base = resolve(args.method, args.preset, args.sets, args.model, args.pretrained)
     name = _released_method(base.method)
@@ -51,11 +51,9 @@ def command(args: argparse.Namespace) -> int:
     tensors = released_tensors(checkpoint, name)
     fixed = _fixed_by_shapes(base, args.sets, tensors, path)
     cfg = resolve(name, args.preset, [*args.sets, *fixed], args.model, args.pretrained)
-    method = _built(cfg, args, classnames, checkpoint)
-    method.load_trained_tensors(tensors, source=str(path))
-    origin = {"path": str(path.resolve()), "sha256": checkpoint.sha256, "epoch": checkpoint.epoch,
-              "val_result": checkpoint.val_result}
-    save_artifact(args.out, method, extra={"imported_from": json.dumps(origin)})
+    method = _built(cfg, args, classnames)
+    load_released(method, checkpoint)
+    save_artifact(args.out, method, extra={"imported_from": json.dumps(origin(checkpoint))})
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(tensors.items()))
     print(f"imported {name} from {path} (epoch {checkpoint.epoch}, val_result {checkpoint.val_result}): "
           f"{shapes}; {', '.join(fixed)} from its shapes")
@@ -90,15 +88,13 @@ def _fixed_by_shapes(base, sets: list[str], tensors: dict, path) -> list[str]:
     return fixed
 
 
-def _built(cfg, args: argparse.Namespace, classnames: list[str], checkpoint):
-    """The method on the chosen CLIP, which must be the one the checkpoint was trained on where it can tell."""
+def _built(cfg, args: argparse.Namespace, classnames: list[str]):
+    """The method on the chosen CLIP, for the class names."""
     from ..clip import load_clip
-    from ..dassl_checkpoint import check_start_token
     from ..data.base import template_key
     from ..methods import build_method
 
     clip = load_clip(cfg.model, cfg.pretrained, device=device_of(args), precision=cfg.train.precision)
-    check_start_token(checkpoint, clip, f"{cfg.model} ({cfg.pretrained})")
     return build_method(cfg.method, clip, classnames, cfg.method_config,
                         dataset=template_key(args.dataset) if args.dataset else "default")
 

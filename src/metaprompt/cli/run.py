@@ -103,6 +103,11 @@ def _protocol_parser(protocols: argparse._SubParsersAction, name: str, title: st
     p.add_argument("--name", default=None,
                    help="the method's name in folders and tables (default: the method), to compare variants")
     add_runtime_args(p)
+    p.add_argument("--released-checkpoints", default=None, metavar="PATTERN",
+                   help="evaluate released trainers' checkpoints instead of training: each run's output folder (or "
+                        "model.pth.tar-N) of the released code, a path with {dataset}, {seed} and optionally "
+                        "{shots} / {target}, e.g. 'weights/{dataset}/base/seed{seed}'; the runs are named "
+                        "<method>-released unless --name says otherwise (docs/export.md)")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep each finished run's checkpoint.pt (optimiser and RNG state); deleted otherwise")
     p.add_argument("--no-feature-store", action="store_true",
@@ -144,7 +149,7 @@ def runtime_of(args: argparse.Namespace) -> "Runtime":
     return Runtime(device=device, options=compute_options(args), progress=not args.no_progress,
                    skip_bad_images=args.skip_bad_images, log=print if dist.is_main() else lambda line: None,
                    lease_timeout=args.lease_timeout, feature_store=not args.no_feature_store,
-                   keep_checkpoint=args.keep_checkpoint)
+                   keep_checkpoint=args.keep_checkpoint, released=args.released_checkpoints)
 
 
 def print_summary(results: list[dict]) -> None:
