@@ -267,3 +267,15 @@ def test_released_checkpoints_need_a_pattern_and_a_method_with_a_released_traine
         capsys.readouterr().err
     assert main([*base, "--method", "zeroshot", "--released-checkpoints", "w/{dataset}/seed{seed}"]) == 2
     assert "with --method zeroshot: expected a method with a released prompt trainer" in capsys.readouterr().err
+
+
+def test_a_checkpoint_in_torchs_legacy_format_reads_the_same(tmp_path):
+    """Checkpoints written by torch < 1.6 (Dassl's early releases) are no zip archive: the same reader takes them."""
+    from metaprompt.dassl_checkpoint import read_checkpoint, released_tensors
+
+    state = torch.load(learner_file(CHECKPOINTS / "maple"), weights_only=False)  # our own golden, trusted
+    legacy = tmp_path / "model.pth.tar-1"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    ours = released_tensors(read_checkpoint(legacy), "maple")
+    expected = released_tensors(read_checkpoint(learner_file(CHECKPOINTS / "maple")), "maple")
+    assert ours.keys() == expected.keys() and all(torch.equal(ours[k], expected[k]) for k in expected)
