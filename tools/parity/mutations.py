@@ -2,6 +2,7 @@
 back, in a scratch copy of the tree, and run the tests that must catch it.
 
     python tools/parity/mutations.py            # in the project's environment; a few minutes
+    python tools/parity/mutations.py import:    # only the mutations whose description holds "import:"
 
 Prints one line per mutation (how many tests fail, and the first) and exits 1 if any mutation goes unnoticed.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PARITY = "tests/test_parity.py"
 DATA = "tests/test_parity_data.py tests/test_data_readers.py tests/test_data_fewshot.py tests/test_protocols.py"
+IMPORT = "tests/test_import.py"
 
 # (what was wrong, file, the fixed text, the text that put the deviation back, the tests that must catch it)
 MUTATIONS = [
@@ -81,6 +83,15 @@ MUTATIONS = [
      '        return [e for e in entries if not e.name.startswith(".")]', "        return list(entries)", DATA),
     ("ImageNet labels in classnames.txt order", "src/metaprompt/data/imagenet.py",
      "    wnids = sorted(classnames)", "    wnids = list(classnames)", DATA),
+    ("import: MaPLe's compound text prompts from layer 0", "src/metaprompt/dassl_checkpoint.py",
+     'lambda m: ("text_prompts", int(m[1]) + 1)', 'lambda m: ("text_prompts", int(m[1]))', IMPORT),
+    ("import: MaPLe's deep couplings one layer down", "src/metaprompt/dassl_checkpoint.py",
+     'lambda m: (f"couplings.{int(m[1]) + 1}.{m[2]}", None)', 'lambda m: (f"couplings.{int(m[1])}.{m[2]}", None)',
+     IMPORT),
+    ("import: CoCoOp's meta-net layers swapped", "src/metaprompt/dassl_checkpoint.py",
+     'lambda m: (f"meta_net.2.{m[1]}", None)', 'lambda m: (f"meta_net.0.{m[1]}", None)', IMPORT),
+    ("import: the prompt learner's own keys (CoOp's file) not prefixed", "src/metaprompt/dassl_checkpoint.py",
+     '    if "ctx" in state:', '    if False:', IMPORT),
 ]
 
 
@@ -97,9 +108,11 @@ def run(target: Path, tests: str) -> list[str]:
 
 
 def main() -> int:
+    """Every mutation, or those whose description holds one of the command's arguments."""
     unnoticed = 0
+    chosen = [m for m in MUTATIONS if not sys.argv[1:] or any(word in m[0] for word in sys.argv[1:])]
     with tempfile.TemporaryDirectory(prefix="mutations-") as scratch:
-        for what, file, fixed, broken, tests in MUTATIONS:
+        for what, file, fixed, broken, tests in chosen:
             target = Path(scratch) / "tree"
             shutil.rmtree(target, ignore_errors=True)
             copy_tree(target)
