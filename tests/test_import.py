@@ -279,3 +279,21 @@ def test_a_checkpoint_in_torchs_legacy_format_reads_the_same(tmp_path):
     ours = released_tensors(read_checkpoint(legacy), "maple")
     expected = released_tensors(read_checkpoint(learner_file(CHECKPOINTS / "maple")), "maple")
     assert ours.keys() == expected.keys() and all(torch.equal(ours[k], expected[k]) for k in expected)
+
+
+def test_a_released_checkpoint_that_is_not_there_is_one_line_naming_it(fixture_files, tmp_path, capsys):
+    from data_layouts import make_own_dataset
+    from test_descriptor import write_descriptor
+
+    make_own_dataset(tmp_path)
+    dataset = str(write_descriptor(tmp_path, domains=[], root="shapes/photo"))
+    pattern = str(tmp_path / "weights" / "{dataset}" / "seed{seed}")
+    assert main(["run", "base2new", "--method", "coop", "--model", fixture_files[0], "--pretrained", fixture_files[1],
+                 "--datasets", dataset, "--seeds", "1", "--out", str(tmp_path / "o"), "--no-progress",
+                 "--released-checkpoints", pattern]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'weights' / 'shapes' / 'seed1'} does not exist (expected a released trainer's output" in err
+    spec, _ = released("coop_end")
+    assert main(import_argv(learner_file(CHECKPOINTS / "coop_end"), spec, fixture_files, tmp_path / "p.safetensors",
+                            "--epoch", "1")) == 2
+    assert "--epoch 1 with a checkpoint file" in capsys.readouterr().err
