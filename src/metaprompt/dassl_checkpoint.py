@@ -77,7 +77,7 @@ def stacked(named: dict[str, tuple[torch.Tensor, Target]], source: str = "the ch
     must run 0..n-1."""
     layers: dict[str, dict[int, torch.Tensor]] = {}
     whole = {}
-    for released, (tensor, (ours, index)) in named.items():
+    for tensor, (ours, index) in named.values():
         if index is None:
             whole[ours] = tensor.detach().float().clone()
         else:
@@ -282,12 +282,13 @@ def origin(checkpoint: DasslCheckpoint) -> dict:
             "val_result": checkpoint.val_result}
 
 
-def load_released(method, checkpoint: DasslCheckpoint) -> None:
-    """The checkpoint's trained tensors into ``method`` (built with the options the checkpoint's shapes need, on
-    the CLIP it was trained on, which the start token checks where the checkpoint has one)."""
+def load_released(method, checkpoint: DasslCheckpoint, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """The checkpoint's trained tensors (``tensors``, when the caller has taken them already) into ``method`` (built
+    with the options the checkpoint's shapes need, on the CLIP it was trained on, which the start token checks
+    where the checkpoint has one)."""
     clip = method.clip
     check_start_token(checkpoint, clip, f"{clip.source.name} ({clip.source.pretrained})")
-    tensors = released_tensors(checkpoint, method.name)
+    tensors = released_tensors(checkpoint, method.name) if tensors is None else tensors
     differing = {k: v for k, v in shape_options(method.name, tensors).items() if getattr(method.cfg, k, v) != v}
     if differing:
         ours = ", ".join(f"{k}={getattr(method.cfg, k)}" for k in differing)

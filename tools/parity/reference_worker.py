@@ -54,11 +54,6 @@ def trainable(model: torch.nn.Module, rules: list) -> dict[str, tuple[torch.nn.P
     return found
 
 
-def ours(params: dict) -> dict[str, torch.Tensor]:
-    """This project's tensors from the released parameters (layers stacked in order)."""
-    return stacked(params)
-
-
 def save_released_checkpoint(t, directory: Path) -> None:
     """The trainer's own ``save_model`` (Dassl's) into ``directory``, as at the end of training (epoch 1), with
     the frozen CLIP parameters left out: out of each model's state dict, and out of the optimizer, which Dassl
@@ -146,7 +141,7 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
         t.model.prompt_learner.float()  # its first coupling is built .half(), which fp32 inputs cannot use
     rules = rules_for(spec) if spec["trainer"] != "ZeroshotCLIP" else []
     params = trainable(t.model, rules) if rules else {}
-    tensors = {f"init.{k}": v for k, v in ours(params).items()}
+    tensors = {f"init.{k}": v for k, v in stacked(params).items()}
     def rounding():
         if spec["repo"] not in (case_table.MMPL, case_table.PROMPTSRC) or HALF_ROUNDING == "released":
             return contextlib.nullcontext()
@@ -175,13 +170,13 @@ def run_case(name: str, spec: dict, train_module, repo: Path, images: torch.Tens
                 if spec.get("domains"):
                     batch["domain"] = torch.tensor(spec["domains"][k])
                 t.forward_backward(batch)
-        tensors |= {f"trained.{k}": v for k, v in ours(params).items()}
+        tensors |= {f"trained.{k}": v for k, v in stacked(params).items()}
         for key, value in record.get("in_domain", {}).items():
             tensors[f"in_domain.{key}"] = value
         for i, grad in enumerate(record.get("grads", [])):
             tensors[f"episode{i}.grad"] = grad
         moved = {k: float((tensors[f"trained.{k}"] - tensors[f"init.{k}"]).abs().max() /
-                          tensors[f"init.{k}"].abs().max().clamp(min=1e-12)) for k in ours(params)}
+                          tensors[f"init.{k}"].abs().max().clamp(min=1e-12)) for k in stacked(params)}
         meta["relative_change"] = moved
         print(f"  {name}: trained tensors moved by (max |change| / max |init|) {moved}", flush=True)
         if checkpoints is not None:

@@ -52,7 +52,7 @@ def command(args: argparse.Namespace) -> int:
     fixed = _fixed_by_shapes(base, args.sets, tensors, path)
     cfg = resolve(name, args.preset, [*args.sets, *fixed], args.model, args.pretrained)
     method = _built(cfg, args, classnames)
-    load_released(method, checkpoint)
+    load_released(method, checkpoint, tensors)
     save_artifact(args.out, method, extra={"imported_from": json.dumps(origin(checkpoint))})
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(tensors.items()))
     print(f"imported {name} from {path} (epoch {checkpoint.epoch}, val_result {checkpoint.val_result}): "
