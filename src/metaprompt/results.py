@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 from .benchmark import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, METHOD_ORDER,
                         PAPER, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG, PUBLISHED_ELSEWHERE, harmonic_mean)
 from .errors import MetapromptError
+from .reference import AVERAGE, SETTINGS, Reference
 
 FORMATS = ("md", "csv", "latex")
 
@@ -78,13 +79,17 @@ def over_seeds(values: list[float]) -> Stat:
     return Stat(fmean(values), pstdev(values), len(values))
 
 
-def build_report(results: list[dict], paper: bool = False) -> Report:
+def build_report(results: list[dict], paper: bool = False, references: Iterable[Reference] = (),
+                 warn: Callable[[str], None] | None = None) -> Report:
     """The tables and figure panels of every protocol present in ``results``; with ``paper``, the published
-    numbers beside the measured ones (:func:`paper_tables`)."""
+    numbers beside the measured ones (:func:`paper_tables`); with ``references``, each file's numbers beside the
+    measured ones, per dataset (:func:`reference_tables`; an entry no run matches is one line to ``warn``)."""
     results, footnotes = like_with_like(results)
     report = _build_report(results)
     if paper:
         report.tables += paper_tables(results)
+    for reference in references:
+        report.tables += reference_tables(results, reference, warn or (lambda line: None))
     for table in report.tables:
         shown = [label for label, _ in table.rows] + table.columns
         marks = [f"{label} departs from {text}" for (protocol, label), texts in footnotes.items()
@@ -234,6 +239,193 @@ def _of(protocol: str, tables: list[Table]) -> list[Table]:
     for table in tables:
         table.protocol = protocol
     return tables
+
+
+# ------------------------------------------------------------------ reference files beside the measured numbers
+
+REFERENCE_PARTS = (" (ref)", "", " Δ")
+
+
+def reference_tables(results: list[dict], reference: Reference, warn: Callable[[str], None]) -> list[Table]:
+    """``reference``'s numbers beside the measured ones of the runs each entry names (by run name, else by
+    method), per dataset, with the difference (measured - reference): per base-to-new entry a table of datasets
+    and the Average; per cross-dataset entry a table of targets; one domain-generalisation table of method and
+    shots against datasets. A table whose runs were measured with other settings than the reference names
+    (model, weights, shots, preset) says so in its note."""
+    tables = []
+    by_protocol = _group(results, "protocol")
+    for protocol in ("base2new", "xd", "dg"):
+        entries = getattr(reference, protocol)
+        own = by_protocol.get((protocol,), [])
+        matched = {entry: _matching(entry, own) for entry in entries}
+        for entry, labels in matched.items():
+            if not labels:
+                warn(f"{reference.path}: {protocol}.{entry}: no {protocol} run is named {entry!r} or of method "
+                     f"{entry!r}; its numbers are not shown")
+        if not any(matched.values()):
+            continue
+        if protocol == "base2new":
+            measured = base_to_new_table(own)
+            tables += [_base_to_new_reference(reference, entry, label, measured, own)
+                       for entry, labels in matched.items() for label in labels]
+        elif protocol == "xd":
+            tables += [_xd_reference(reference, entry, label, [r for r in own if r["name"] == label])
+                       for entry, labels in matched.items() for label in labels]
+        else:
+            tables.append(_dg_reference(reference, matched, own))
+    return tables
+
+
+def _matching(entry: str, results: list[dict]) -> list[str]:
+    """The column labels of the runs ``entry`` names: the label itself (a file written by --save-reference names
+    labels), else every like-with-like variant of the run name ``entry``, else the runs of method ``entry``; in
+    table order."""
+    labels = _names(results)
+    for named in ([label for label in labels if label.rstrip(DEPARTS) == entry],
+                  [label for label in labels if label.split(" (")[0].rstrip(DEPARTS) == entry]):
+        if named:
+            return named
+    methods = {r["name"]: r["method"] for r in results}
+    return [label for label in labels if methods[label] == entry]
+
+
+def _settings_note(reference: Reference, protocol: str, entry: str, label: str, runs: list[dict]) -> str:
+    """Which settings of ``label``'s runs differ from those the reference says its numbers were measured with."""
+    wanted = reference.settings_of(protocol, entry)
+    differing = []
+    for key in SETTINGS:
+        if key not in wanted or (key == "shots" and (protocol == "dg" or runs and runs[0]["method"] == "zeroshot")):
+            continue
+        used = sorted({str(r.get(key)) for r in runs})
+        if any(_setting(value) != _setting(wanted[key]) for value in used):
+            differing.append(f"{key} {'/'.join(used)} (reference: {wanted[key]})")
+    return f"{label} differs from the reference's settings: {', '.join(differing)}" if differing else ""
+
+
+def _setting(value) -> str:
+    """A setting as compared: OpenAI's model names (``ViT-B/16``) equal open_clip's (``ViT-B-16``)."""
+    return str(value).replace("/", "-")
+
+
+def _reference_note(reference: Reference, *parts: str) -> str:
+    return "; ".join(filter(None, [f"reference: {reference.source} ({reference.path.name}); "
+                                   "Δ = measured - reference", *parts]))
+
+
+def _base_to_new_reference(reference: Reference, entry: str, label: str, measured: Table,
+                           results: list[dict]) -> Table:
+    k = [c.rsplit(" ", 1)[0] for c in measured.columns[::3]].index(label)
+    cells = {row: values[3 * k:3 * k + 3] for row, values in measured.rows}
+    published = reference.base2new[entry]
+    datasets = _ordered(set(published) - {AVERAGE}, BASE_TO_NEW_DATASETS) + [AVERAGE] * (AVERAGE in published)
+    rows = []
+    for dataset in datasets:
+        ours = cells.get("Average" if dataset == AVERAGE else dataset) or [None] * 3
+        rows.append(("Average" if dataset == AVERAGE else dataset,
+                     [c for paper, mine in zip(published[dataset], ours) for c in _beside(paper, mine)]))
+    runs = [r for r in results if r["name"] == label]
+    note = _reference_note(reference, _settings_note(reference, "base2new", entry, label, runs),
+                           _partial_note(cells["Average"], "datasets"))
+    return Table(f"Base-to-new, {label}: reference vs measured", "dataset",
+                 [f"{m}{part}" for m in B2N_METRICS for part in REFERENCE_PARTS], rows,
+                 int(AVERAGE in published), note, protocol="base2new")
+
+
+def _xd_reference(reference: Reference, entry: str, label: str, runs: list[dict]) -> Table:
+    sources = sorted({r["source"] for r in runs})
+    source = reference.xd_from.get(entry) or sources[0]
+    cells: dict[str, Stat | None] = {}
+    for table in xd_tables([r for r in runs if r["source"] == source]):
+        row = dict(table.rows)[label]
+        for column, cell in zip(table.columns, row):
+            name = source if column == f"{source} (source)" else column
+            if column != "Average" or table.title.startswith("Cross-dataset"):
+                cells[AVERAGE if column == "Average" else name] = cell
+    published = reference.xd[entry]
+    order = [source, *CROSS_DATASET_TARGETS]
+    targets = _ordered(set(published) - {AVERAGE}, order) + [AVERAGE] * (AVERAGE in published)
+    rows = [("Average" if t == AVERAGE else t, _beside(published[t], cells.get(t))) for t in targets]
+    other = [] if source in sources else [f"no {label} run trained on {source}"]
+    note = _reference_note(reference, *other, _settings_note(reference, "xd", entry, label, runs),
+                           _partial_note([cells.get(AVERAGE)], "target datasets"))
+    return Table(f"Cross-dataset transfer from {source}, {label}: reference vs measured", "target",
+                 [f"Accuracy{part}" for part in REFERENCE_PARTS], rows, int(AVERAGE in published), note,
+                 protocol="xd")
+
+
+def _dg_reference(reference: Reference, matched: dict[str, list[str]], results: list[dict]) -> Table:
+    summary = dg_tables(results)[-1]
+    measured = {label: dict(zip(summary.columns, cells)) for label, cells in summary.rows}
+    datasets = _ordered({d for entry in reference.dg.values() for shots in entry.values() for d in shots}, DG_DOMAINS)
+    rows, notes = [], []
+    for entry, labels in matched.items():
+        for shots, published in sorted(reference.dg[entry].items()):
+            for label in labels:
+                ours = measured.get(_variant_label((label, shots)), {})
+                rows.append((_variant_label((label, shots)),
+                             [c for d in datasets for c in (_beside(published[d], ours.get(d)) if d in published
+                                                            else [None, ours.get(d), None])]))
+                runs = [r for r in results if r["name"] == label and r["shots"] == shots]
+                notes.append(_settings_note(reference, "dg", entry, label, runs))
+    note = _reference_note(reference, *dict.fromkeys(notes), _partial_note(
+        [c for _, cells in rows for c in cells], "target domains"))
+    return Table("Domain generalisation, average over target domains: reference vs measured", "method",
+                 [f"{d}{part}" for d in datasets for part in REFERENCE_PARTS], rows, note=note, decimals=1,
+                 protocol="dg")
+
+
+def reference_numbers(results: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The measured means of ``results``, per protocol and column label, as a reference file holds them (a
+    partial average is left out: it is not the protocol's average), and each label's settings."""
+    results, _ = like_with_like(results)
+    by_protocol = _group(results, "protocol")
+    numbers: dict[str, dict] = {}
+    settings: dict[str, dict] = {}
+    if ("base2new",) in by_protocol:
+        table = base_to_new_table(by_protocol[("base2new",)])
+        numbers["base2new"] = {}
+        for k, column in enumerate(table.columns[::3]):
+            label = column.rsplit(" ", 1)[0]
+            numbers["base2new"][label] = {
+                (AVERAGE if row == "Average" else row): [round(c.mean, 2) for c in cells[3 * k:3 * k + 3]]
+                for row, cells in table.rows if cells[3 * k] is not None and not cells[3 * k].partial}
+    if ("xd",) in by_protocol:
+        numbers["xd"] = {}
+        for label in _names(by_protocol[("xd",)]):
+            runs = [r for r in by_protocol[("xd",)] if r["name"] == label]
+            source = sorted({r["source"] for r in runs})[0]
+            entry: dict[str, object] = {"from": source}
+            for table in xd_tables([r for r in runs if r["source"] == source]):
+                for column, cell in zip(table.columns, dict(table.rows)[label]):
+                    if cell is None or cell.partial or (column == "Average" and not table.title.startswith("Cross")):
+                        continue
+                    entry[AVERAGE if column == "Average" else column.replace(" (source)", "")] = round(cell.mean, 2)
+            numbers["xd"][label] = entry
+    if ("dg",) in by_protocol:
+        summary = dg_tables(by_protocol[("dg",)])[-1]
+        numbers["dg"] = defaultdict(dict)
+        for (name, shots), (_, cells) in zip(_variants(by_protocol[("dg",)]), summary.rows):
+            numbers["dg"][name][shots] = {d: round(c.mean, 2) for d, c in zip(summary.columns, cells)
+                                          if c is not None and not c.partial}
+        numbers["dg"] = {name: {k: v for k, v in by_shots.items() if v} for name, by_shots in numbers["dg"].items()}
+    for protocol, entries in numbers.items():
+        for label in entries:
+            runs = [r for r in by_protocol[(protocol,)] if r["name"] == label]
+            settings[f"{protocol}/{label.rstrip(DEPARTS)}"] = _common_settings(runs, protocol)
+    numbers = {p: {label.rstrip(DEPARTS): values for label, values in entries.items()}  # † marks, it names nothing
+               for p, entries in numbers.items()}
+    return numbers, settings
+
+
+def _common_settings(runs: list[dict], protocol: str) -> dict[str, object]:
+    """The settings all of ``runs`` share (shots only where the protocol's tables hold one shot count)."""
+    keys = [k for k in SETTINGS if k != "shots" or (protocol in SHOTS_PROTOCOLS and runs[0]["method"] != "zeroshot")]
+    common = {}
+    for key in keys:
+        values = {json.dumps(r.get(key)) for r in runs}
+        if len(values) == 1 and runs[0].get(key) is not None:
+            common[key] = runs[0][key]
+    return common
 
 
 # ------------------------------------------------------------------ few-shot classification

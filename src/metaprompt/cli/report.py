@@ -5,8 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import __version__
 from ..benchmark import load_results
-from ..results import FORMATS, build_report, render, save_figure
+from ..errors import MetapromptError
+from ..reference import read_reference, write_reference
+from ..results import FORMATS, build_report, reference_numbers, render, save_figure
 
 FIGURE_NAME = "report.png"
 
@@ -31,6 +34,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also put the published numbers (the MetaPrompt paper's base-to-new averages and domain-"
                         "generalisation table; KgCoOp's, VPT's and IVLP's averages from their repositories) beside "
                         "the measured ones, with the difference")
+    p.add_argument("--reference", action="append", default=[], metavar="FILE.yaml",
+                   help="also put this file's numbers (a paper's per-dataset table, or an earlier sweep's written by "
+                        "--save-reference) beside the measured ones, per dataset, with the difference; the file "
+                        "names its source (docs/protocols.md shows its form); repeatable")
+    p.add_argument("--save-reference", default=None, metavar="FILE.yaml",
+                   help="write the measured means (base-to-new, cross-dataset, domain generalisation) as a reference "
+                        "file, for a later sweep's --reference")
+    p.add_argument("--source", default=None, metavar="TEXT",
+                   help="with --save-reference: where the numbers come from, written into the file (required)")
     spread = p.add_mutually_exclusive_group()
     spread.add_argument("--no-std", action="store_true", help="means only, without the ± std over seeds")
     spread.add_argument("--ci95", action="store_true",
@@ -40,8 +52,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    report = build_report(load_results(args.dir), paper=args.paper)
+    if args.source is not None and args.save_reference is None:
+        raise MetapromptError("--source says where a saved reference's numbers come from: give it with "
+                              "--save-reference FILE.yaml")
+    if args.save_reference is not None and not (args.source or "").strip():
+        raise MetapromptError("--save-reference needs --source TEXT: where the numbers come from, as one line")
+    references = [read_reference(path) for path in args.reference]  # every file checked before any table
+    results = load_results(args.dir)
+    report = build_report(results, paper=args.paper, references=references, warn=warn)
     print(render(report.tables, args.format, std="ci95" if args.ci95 else not args.no_std), end="")
     figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)
     print(f"figure: {figure}", file=sys.stderr)
+    if args.save_reference is not None:
+        numbers, settings = reference_numbers(results)
+        path = write_reference(args.save_reference, args.source, numbers, settings, str(args.dir), __version__)
+        print(f"reference: {path}", file=sys.stderr)
     return 0
+
+
+def warn(line: str) -> None:
+    print(f"metaprompt: warning: {line}", file=sys.stderr)

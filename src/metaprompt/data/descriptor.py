@@ -24,9 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..errors import MetapromptError
+from ..files import yaml_mapping
 from .base import Datum, DatasetSplits
 from .layout import SPLITS, absolute, existing_image, image_files, numbered_lines, path_and_label, require_items, subfolders
 from .registry import DATASETS, register
@@ -125,15 +124,7 @@ def _read(path: Path) -> bytes:
 
 
 def _mapping(path: Path, raw: bytes) -> dict:
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise MetapromptError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML dataset descriptor") from None
-    except yaml.YAMLError as err:
-        raise MetapromptError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict):
-        raise MetapromptError(f"{path}: expected a mapping with name, root and splits, found {type(data).__name__}")
-    return data
+    return yaml_mapping(path, raw, "a YAML dataset descriptor", "name, root and splits")
 
 
 def _name(path: Path, key: str, value: object) -> str:
