@@ -59,6 +59,11 @@ def test_runs_measured_otherwise_than_the_reference_say_so(tmp_path):
     assert "coop differs from the reference's settings: shots 4 (reference: 16)" in \
         by_title["Base-to-new, coop: reference vs measured"].note
     assert "Base-to-new, coop_l: reference vs measured" not in by_title  # the run named coop is the entry's
+    departing = b2n("dtd", 1, 70.0, 50.0, follows="CoOp/vit_b16_ep50.yaml",
+                    departures={"train.lr": {"used": 0.01, "published": 0.002}})
+    table = build_report([departing], references=[read_reference(path)]).tables[-1]
+    assert table.title == "Base-to-new, coop†: reference vs measured"
+    assert "coop† departs from CoOp/vit_b16_ep50.yaml: lr=0.01 (published 0.002)" in table.note
 
 
 def test_an_entry_matches_a_method_when_no_run_has_its_name(tmp_path):

@@ -93,7 +93,8 @@ def build_report(results: list[dict], paper: bool = False, references: Iterable[
     for table in report.tables:
         shown = [label for label, _ in table.rows] + table.columns
         marks = [f"{label} departs from {text}" for (protocol, label), texts in footnotes.items()
-                 if protocol == table.protocol and any(s == label or s.startswith(label + " ") for s in shown)
+                 if protocol == table.protocol and (any(s == label or s.startswith(label + " ") for s in shown)
+                                                    or f", {label}: " in table.title)  # a table of one label
                  for text in sorted(texts)]
         if marks:
             table.note = "; ".join(filter(None, [table.note, *marks]))
