@@ -161,5 +161,9 @@ def test_save_reference_needs_a_source_and_a_missing_reference_is_one_line(tmp_p
     assert main(["report", str(tmp_path / "runs"), "--save-reference", str(tmp_path / "r.yaml")]) == 2
     assert "--save-reference needs --source TEXT" in capsys.readouterr().err
     assert not (tmp_path / "r.yaml").exists()
+    typed = write(tmp_path, {"source": SOURCE, "base2new": {"coop": {"dtd": [80.0, 50.0]}}}, "typed.yaml")
+    before = typed.read_bytes()
+    assert main(["report", str(tmp_path / "runs"), "--save-reference", str(typed), "--source", "x"]) == 2
+    assert f"--save-reference {typed} exists" in capsys.readouterr().err and typed.read_bytes() == before
     assert main(["report", str(tmp_path / "runs"), "--reference", str(tmp_path / "nope.yaml")]) == 2
     assert f"reference file {tmp_path / 'nope.yaml'} not found" in capsys.readouterr().err

@@ -57,6 +57,9 @@ def command(args: argparse.Namespace) -> int:
                               "--save-reference FILE.yaml")
     if args.save_reference is not None and not (args.source or "").strip():
         raise MetapromptError("--save-reference needs --source TEXT: where the numbers come from, as one line")
+    if args.save_reference is not None and Path(args.save_reference).exists():
+        raise MetapromptError(f"--save-reference {args.save_reference} exists (it may hold numbers typed from a paper): "
+                              "give a new file name, or delete it first")
     references = [read_reference(path) for path in args.reference]  # every file checked before any table
     results = load_results(args.dir)
     report = build_report(results, paper=args.paper, references=references, warn=warn)
