@@ -125,6 +125,10 @@ def test_a_sweep_saved_as_a_reference_reads_back_and_compares_to_zero(tmp_path, 
     assert "### Base-to-new, coop: reference vs measured" in out
     assert "| dtd | 71.50 | 71.50 ± 0.50 | 0.00 | 51.50 | 51.50 ± 0.50 | 0.00 |" in out
     assert "| world | 60.00 | 60.00 | 0.00 |" in out  # the source's accuracy, read back as the source's
+    assert main(["report", str(tmp_path / "runs"), "--reference", str(saved), "--format", "latex",
+                 "--figure", str(tmp_path / "f.png")]) == 0
+    latex = capsys.readouterr().out
+    assert r"Base $\Delta$ & New (ref)" in latex and "Δ" not in latex  # pdflatex has no Unicode Δ
     assert numbers_of(saved) == reference_numbers(results)[0]["base2new"]["coop"]
 
 

@@ -740,7 +740,7 @@ def _latex(table: Table, std: bool) -> str:
 def _tex(text: str) -> str:
     for char in "\\&%$#_{}":
         text = text.replace(char, "\\" + char)
-    return text.replace(DEPARTS, r"\textsuperscript{\dag}")
+    return text.replace(DEPARTS, r"\textsuperscript{\dag}").replace("Δ", r"$\Delta$")  # pdflatex lacks Unicode Δ
 
 
 def _csv(tables: list[Table]) -> str:
