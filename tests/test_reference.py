@@ -171,3 +171,12 @@ def test_save_reference_needs_a_source_and_a_missing_reference_is_one_line(tmp_p
     assert f"--save-reference {typed} exists" in capsys.readouterr().err and typed.read_bytes() == before
     assert main(["report", str(tmp_path / "runs"), "--reference", str(tmp_path / "nope.yaml")]) == 2
     assert f"reference file {tmp_path / 'nope.yaml'} not found" in capsys.readouterr().err
+
+
+def test_a_saved_cross_dataset_entry_holds_one_source_and_says_which(tmp_path):
+    results = [result("xd", d, 1, {"accuracy": 50.0}, source=s) for s in ("imagenet", "world") for d in (s, "dtd")]
+    lines = []
+    numbers, _ = reference_numbers(results, lines.append)
+    assert numbers["xd"]["coop"] == {"from": "imagenet", "imagenet": 50.0, "dtd": 50.0}
+    assert lines == ["xd coop: runs from 2 sources (imagenet, world); the reference holds those from imagenet only "
+                     "(give the others --name of their own to keep them)"]

@@ -335,13 +335,7 @@ def _base_to_new_reference(reference: Reference, entry: str, label: str, measure
 def _xd_reference(reference: Reference, entry: str, label: str, runs: list[dict]) -> Table:
     sources = sorted({r["source"] for r in runs})
     source = reference.xd_from.get(entry) or sources[0]
-    cells: dict[str, Stat | None] = {}
-    for table in xd_tables([r for r in runs if r["source"] == source]):
-        row = dict(table.rows)[label]
-        for column, cell in zip(table.columns, row):
-            name = source if column == f"{source} (source)" else column
-            if column != "Average" or table.title.startswith("Cross-dataset"):
-                cells[AVERAGE if column == "Average" else name] = cell
+    cells = _xd_cells(runs, label, source)
     published = reference.xd[entry]
     order = [source, *CROSS_DATASET_TARGETS]
     targets = _ordered(set(published) - {AVERAGE}, order) + [AVERAGE] * (AVERAGE in published)
@@ -352,6 +346,20 @@ def _xd_reference(reference: Reference, entry: str, label: str, runs: list[dict]
     return Table(f"Cross-dataset transfer from {source}, {label}: reference vs measured", "target",
                  [f"Accuracy{part}" for part in REFERENCE_PARTS], rows, int(AVERAGE in published), note,
                  protocol="xd")
+
+
+def _xd_cells(runs: list[dict], label: str, source: str) -> dict[str, Stat | None]:
+    """``label``'s measured accuracy from ``source``, by dataset (the source's own and each target's) and
+    ``average`` (over the cross-dataset targets, as the protocol's table averages them: not the ImageNet
+    variants)."""
+    cells: dict[str, Stat | None] = {}
+    for table in xd_tables([r for r in runs if r["source"] == source]):
+        for column, cell in zip(table.columns, dict(table.rows)[label]):
+            if column != "Average":
+                cells[source if column == f"{source} (source)" else column] = cell
+            elif table.title.startswith("Cross-dataset"):
+                cells[AVERAGE] = cell
+    return cells
 
 
 def _dg_reference(reference: Reference, matched: dict[str, list[str]], results: list[dict]) -> Table:
@@ -375,7 +383,8 @@ def _dg_reference(reference: Reference, matched: dict[str, list[str]], results: 
                  protocol="dg")
 
 
-def reference_numbers(results: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+def reference_numbers(results: list[dict], warn: Callable[[str], None] = lambda line: None,
+                      ) -> tuple[dict[str, dict], dict[str, dict]]:
     """The measured means of ``results``, per protocol and column label, as a reference file holds them (a
     partial average is left out: it is not the protocol's average), and each label's settings."""
     results, _ = like_with_like(results)
@@ -394,13 +403,13 @@ def reference_numbers(results: list[dict]) -> tuple[dict[str, dict], dict[str, d
         numbers["xd"] = {}
         for label in _names(by_protocol[("xd",)]):
             runs = [r for r in by_protocol[("xd",)] if r["name"] == label]
-            source = sorted({r["source"] for r in runs})[0]
-            entry: dict[str, object] = {"from": source}
-            for table in xd_tables([r for r in runs if r["source"] == source]):
-                for column, cell in zip(table.columns, dict(table.rows)[label]):
-                    if cell is None or cell.partial or (column == "Average" and not table.title.startswith("Cross")):
-                        continue
-                    entry[AVERAGE if column == "Average" else column.replace(" (source)", "")] = round(cell.mean, 2)
+            sources = sorted({r["source"] for r in runs})
+            if len(sources) > 1:
+                warn(f"xd {label}: runs from {len(sources)} sources ({', '.join(sources)}); the reference holds "
+                     f"those from {sources[0]} only (give the others --name of their own to keep them)")
+            entry: dict[str, object] = {"from": sources[0]}
+            entry |= {d: round(c.mean, 2) for d, c in _xd_cells(runs, label, sources[0]).items()
+                      if c is not None and not c.partial}
             numbers["xd"][label] = entry
     if ("dg",) in by_protocol:
         summary = dg_tables(by_protocol[("dg",)])[-1]

@@ -67,7 +67,7 @@ def command(args: argparse.Namespace) -> int:
     figure = save_figure(report.panels, args.figure or Path(args.dir) / FIGURE_NAME)
     print(f"figure: {figure}", file=sys.stderr)
     if args.save_reference is not None:
-        numbers, settings = reference_numbers(results)
+        numbers, settings = reference_numbers(results, warn)
         path = write_reference(args.save_reference, args.source, numbers, settings, str(args.dir), __version__)
         print(f"reference: {path}", file=sys.stderr)
     return 0
