@@ -149,6 +149,7 @@ def numbers_of(path):
     ("source: x\nxd: {coop: {from: [imagenet], dtd: 40}}", "xd.coop.from must be the source dataset's name"),
     ("source: x\nxd: !!python/object/apply:os.system [echo hi]", "not valid YAML"),
     ("- a list", "expected a mapping with source and base2new, xd, dg, found list"),
+    ("source: x\nxd: {coop: {from: imagenet, settings: {shots: 16}}}", "xd.coop has settings but no numbers"),
 ])
 def test_a_bad_reference_file_is_one_line_naming_it(text, expected, tmp_path, capsys):
     path = write(tmp_path, text)

@@ -90,6 +90,8 @@ def read_reference(path: str | Path) -> Reference:
                 raise MetapromptError(f"{path}: {where} must be a run name or method mapping datasets to numbers")
             numbers = dict(numbers)
             own = _settings(path, f"{where}.settings", numbers.pop("settings", {}))
+            if not set(numbers) - {"from"}:
+                raise MetapromptError(f"{path}: {where} has settings but no numbers")
             reference.settings[f"{protocol}/{entry}"] = {**common, **own}
             _READERS[protocol](reference, path, where, entry, numbers)
     return reference

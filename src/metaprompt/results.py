@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 from .benchmark import (BASE_TO_NEW_DATASETS, CROSS_DATASET_TARGETS, DG_DOMAINS, IMAGENET_VARIANTS, METHOD_ORDER,
                         PAPER, PUBLISHED_BASE_TO_NEW, PUBLISHED_DG, PUBLISHED_ELSEWHERE, harmonic_mean)
 from .errors import MetapromptError
-from .reference import AVERAGE, SETTINGS, Reference
+from .reference import AVERAGE, PROTOCOLS, SETTINGS, Reference
 
 FORMATS = ("md", "csv", "latex")
 
@@ -255,7 +255,7 @@ def reference_tables(results: list[dict], reference: Reference, warn: Callable[[
     (model, weights, shots, preset) says so in its note."""
     tables = []
     by_protocol = _group(results, "protocol")
-    for protocol in ("base2new", "xd", "dg"):
+    for protocol in PROTOCOLS:
         entries = getattr(reference, protocol)
         own = by_protocol.get((protocol,), [])
         matched = {entry: _matching(entry, own) for entry in entries}
