@@ -200,10 +200,9 @@ def paper_tables(results: list[dict]) -> list[Table]:
         table = base_to_new_table(b2n)
         average = table.rows[-1][1]
         rows = []
-        for k, column in enumerate(table.columns[::3]):
-            label = column.rsplit(" ", 1)[0]
+        for label, cells in _by_label(table, average).items():
             published = PUBLISHED_BASE_TO_NEW[method_of[label]]
-            rows.append((label, [cell for paper, measured in zip(published, average[3 * k:3 * k + 3])
+            rows.append((label, [cell for paper, measured in zip(published, cells)
                                  for cell in _beside(paper, measured)]))
         columns = [f"{c}{part}" for c in B2N_METRICS for part in (" (paper)", "", " Δ")]
         methods = {method_of[label] for label, _ in rows}
@@ -315,8 +314,7 @@ def _reference_note(reference: Reference, *parts: str) -> str:
 
 def _base_to_new_reference(reference: Reference, entry: str, label: str, measured: Table,
                            results: list[dict]) -> Table:
-    k = [c.rsplit(" ", 1)[0] for c in measured.columns[::3]].index(label)
-    cells = {row: values[3 * k:3 * k + 3] for row, values in measured.rows}
+    cells = {row: _by_label(measured, values)[label] for row, values in measured.rows}
     published = reference.base2new[entry]
     datasets = _ordered(set(published) - {AVERAGE}, BASE_TO_NEW_DATASETS) + [AVERAGE] * (AVERAGE in published)
     rows = []
@@ -393,12 +391,10 @@ def reference_numbers(results: list[dict], warn: Callable[[str], None] = lambda 
     settings: dict[str, dict] = {}
     if ("base2new",) in by_protocol:
         table = base_to_new_table(by_protocol[("base2new",)])
-        numbers["base2new"] = {}
-        for k, column in enumerate(table.columns[::3]):
-            label = column.rsplit(" ", 1)[0]
-            numbers["base2new"][label] = {
-                (AVERAGE if row == "Average" else row): [round(c.mean, 2) for c in cells[3 * k:3 * k + 3]]
-                for row, cells in table.rows if cells[3 * k] is not None and not cells[3 * k].partial}
+        per_row = {(AVERAGE if row == "Average" else row): _by_label(table, cells) for row, cells in table.rows}
+        numbers["base2new"] = {label: {row: [round(c.mean, 2) for c in by[label]] for row, by in per_row.items()
+                                       if by[label][0] is not None and not by[label][0].partial}
+                               for label in per_row[AVERAGE]}
     if ("xd",) in by_protocol:
         numbers["xd"] = {}
         for label in _names(by_protocol[("xd",)]):
@@ -538,10 +534,14 @@ def _base_to_new_cells(runs: list[dict] | None) -> list[Stat | None]:
 
 def _base_to_new_panel(table: Table) -> Table:
     """The Average row, one row per method."""
-    average = table.rows[-1][1]
-    names = [column.rsplit(" ", 1)[0] for column in table.columns[::3]]
     return Table("Base-to-new (average over datasets)", "method", list(B2N_METRICS),
-                 [(name, average[3 * k:3 * k + 3]) for k, name in enumerate(names)])
+                 list(_by_label(table, table.rows[-1][1]).items()))
+
+
+def _by_label(table: Table, cells: list[Stat | None]) -> dict[str, list[Stat | None]]:
+    """A row of the base-to-new table split by column label: each method's Base, New and HM cells."""
+    n = len(B2N_METRICS)
+    return {column.rsplit(" ", 1)[0]: cells[n * k:n * k + n] for k, column in enumerate(table.columns[::n])}
 
 
 # ------------------------------------------------------------------ domain generalisation
